@@ -1,0 +1,169 @@
+// Package broker is the seam between the engine and a message broker. A
+// Broker publishes to a topic exchange, declares a task's queue with exactly
+// its bindings, hands out Watermill subscriptions to a queue, measures a
+// queue's depth and keeps dead letters. The embedded broker (broker/sqlite)
+// and RabbitMQ (broker/amqp) give every operation the same meaning;
+// broker/brokertest proves it.
+//
+// Messages cross the seam as Watermill messages. Their metadata carries the
+// AMQP properties under the Meta* keys below; the application headers travel
+// as one JSON object under MetaHeaders so that their types (numbers, lists,
+// nested tables such as x-death) survive.
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Metadata keys of the messages that cross the seam.
+const (
+	MetaRoutingKey    = "routing_key"
+	MetaExchange      = "exchange"
+	MetaQueue         = "queue"
+	MetaContentType   = "content_type"
+	MetaMessageID     = "message_id"
+	MetaCorrelationID = "correlation_id"
+	// MetaTimestamp is RFC 3339 with nanoseconds.
+	MetaTimestamp = "timestamp"
+	// MetaRedelivered is "true" on a message the broker delivered before
+	// without an ack or a nack (its consumer died or let it go).
+	MetaRedelivered = "redelivered"
+	// MetaAttempt is the delivery attempt, "1" on the first delivery. The
+	// engine sets it when it retries a message; brokers carry it along.
+	MetaAttempt = "attempt"
+	// MetaHeaders is a JSON object of the application headers.
+	MetaHeaders = "headers"
+	// MetaDelay, on a published message, is a Go duration: deliver it no
+	// sooner than this.
+	MetaDelay = "delay"
+)
+
+// ErrUnroutable is returned by Publish when no queue is bound to a pattern
+// that matches the routing key: the message went nowhere.
+var ErrUnroutable = errors.New("no queue is bound to the routing key")
+
+// ErrNotFound is returned for a dead letter or queue that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Queue is a task's queue as the broker should have it.
+type Queue struct {
+	Name string
+	// Patterns are the AMQP topic patterns bound to the queue; Declare
+	// removes bindings that are not listed.
+	Patterns []string
+	// Durable false: the queue goes away with its last consumer.
+	Durable bool
+}
+
+// ConsumeOptions shape one subscription.
+type ConsumeOptions struct {
+	// Prefetch is how many messages the subscription may hold, the one
+	// being handled included. Values below 1 mean 1.
+	Prefetch int
+	// AutoAck: the broker forgets a message as it delivers it; Ack and
+	// Nack do nothing.
+	AutoAck bool
+}
+
+// Broker is what the engine needs from a message broker.
+//
+// Subscriptions (from Subscriber) hand out one message at a time: the next
+// one comes after the previous was acked or nacked. Ack removes the message;
+// Nack returns it to the head of its queue at once, marked redelivered.
+// Cancelling the context given to Subscribe stops intake: messages held but
+// not yet handed out go back to the queue, the one being handled may still
+// be acked or nacked, and then the channel closes. Closing the Subscriber
+// ends every subscription and returns every unacked message to its queue.
+type Broker interface {
+	// Publish sends messages to the exchange with topic as the routing key.
+	// It returns ErrUnroutable (wrapped) when no queue would receive one;
+	// messages before it in the same call may have been sent.
+	Publish(topic string, msgs ...*message.Message) error
+
+	// Declare creates or updates a queue, its bindings and its dead-letter
+	// store.
+	Declare(ctx context.Context, q Queue) error
+
+	// Subscriber returns a Watermill subscriber whose topics are queue
+	// names. Each Subscribe call is one consumer with its own prefetch.
+	Subscriber(opts ConsumeOptions) (message.Subscriber, error)
+
+	// Requeue puts a copy of msg on the tail of queue, to be delivered
+	// after delay. The caller acks the original afterwards.
+	Requeue(ctx context.Context, queue string, msg *message.Message, delay time.Duration) error
+
+	// Bury stores a copy of msg as a dead letter of queue. The caller acks
+	// the original afterwards.
+	Bury(ctx context.Context, queue string, msg *message.Message, grave Grave) error
+
+	// Depth is the number of messages ready for delivery in queue: not
+	// held by a consumer, not waiting out a delay.
+	Depth(ctx context.Context, queue string) (int, error)
+
+	// DeadLetters lists, shows, replays and purges dead letters.
+	DeadLetters() DeadLetters
+
+	// Connected reports whether the broker can be reached now.
+	Connected() bool
+
+	// Close releases the broker's connections.
+	Close() error
+}
+
+// Grave says why a message was dead-lettered.
+type Grave struct {
+	Task    string
+	Reason  string
+	Error   string
+	Attempt int
+}
+
+// DeadLetter is a dead-lettered message with everything needed to replay it.
+type DeadLetter struct {
+	ID          string
+	Queue       string
+	Task        string
+	RoutingKey  string
+	ContentType string
+	MessageID   string
+	Headers     map[string]any
+	Body        []byte
+	Reason      string
+	Error       string
+	Attempt     int
+	DeadAt      time.Time
+}
+
+// DeadLetters gives access to a broker's dead letters. A queue of "" means
+// every queue.
+type DeadLetters interface {
+	// List returns up to limit dead letters of queue, oldest first.
+	List(ctx context.Context, queue string, limit int) ([]DeadLetter, error)
+	// Count returns how many dead letters queue has.
+	Count(ctx context.Context, queue string) (int, error)
+	// Show returns one dead letter, or ErrNotFound.
+	Show(ctx context.Context, id string) (DeadLetter, error)
+	// Replay moves dead letters back onto their queues as first attempts:
+	// the ones named by ids, or all of queue's when ids is empty.
+	Replay(ctx context.Context, queue string, ids []string) (int, error)
+	// Purge deletes dead letters: the ones named by ids, or all of queue's
+	// when ids is empty.
+	Purge(ctx context.Context, queue string, ids []string) (int, error)
+}
+
+// Redact returns a broker URL fit for logs: any password is replaced.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

@@ -1,0 +1,159 @@
+package tasks
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// WorkModel says how a task's pool sizes itself and how it runs scripts.
+type WorkModel string
+
+const (
+	// Longlived pools keep their workers between messages and scale between
+	// MinWorkers and MaxWorkers.
+	Longlived WorkModel = "longlived"
+	// Oneshot pools run every message in a fresh interpreter, prefetch 1,
+	// and fill to MaxWorkers.
+	Oneshot WorkModel = "oneshot"
+)
+
+// Isolation says where a task's workers run.
+type Isolation string
+
+const (
+	// Thread workers are goroutines of the daemon.
+	Thread Isolation = "thread"
+	// Process workers are child processes of the daemon.
+	Process Isolation = "process"
+)
+
+// TimeoutAction says what happens to a message whose handler ran out of time.
+type TimeoutAction string
+
+const (
+	// TimeoutReject dead-letters the message.
+	TimeoutReject TimeoutAction = "reject"
+	// TimeoutRetry retries it like a handler that returned False.
+	TimeoutRetry TimeoutAction = "retry"
+)
+
+// Defaults of a task's settings, as SPEC §2 states them.
+const (
+	DefaultPrefetch      = 10
+	DefaultMaxAttempts   = 5
+	DefaultRetryDelay    = time.Second
+	DefaultMaxRetryDelay = 5 * time.Minute
+	DefaultIdleTimeout   = 10 * time.Second
+)
+
+// namePattern is what task and queue names may look like: safe in file
+// names, metric labels and AMQP queue names alike.
+var namePattern = regexp.MustCompile(`^[a-z0-9_.-]+$`)
+
+// ValidateName reports whether s may name a task or a queue.
+func ValidateName(s string) error {
+	if !namePattern.MatchString(s) {
+		return fmt.Errorf("%q is not a valid name: use lower-case letters, digits, '_', '.' and '-'", s)
+	}
+	if len(s) > 200 {
+		return fmt.Errorf("name %.20q... is %d bytes long; the limit is 200", s, len(s))
+	}
+	return nil
+}
+
+// Spec is everything the engine needs to know about a task besides its
+// handler. The zero value is not useful; start from NewSpec.
+type Spec struct {
+	// Name is unique across the tasks root.
+	Name string
+	// File is the task file, relative to its tasks root.
+	File string
+	// Pos is where task() was called, as file:line:col.
+	Pos string
+	// Queue is the broker queue the task consumes; defaults to Name.
+	Queue string
+	// Patterns are the AMQP topic patterns the queue is bound to.
+	Patterns []string
+	// WorkModel defaults to Longlived.
+	WorkModel WorkModel
+	// MinWorkers and MaxWorkers bound the pool; both default to 1.
+	MinWorkers, MaxWorkers int
+	// Prefetch is how many messages a worker may hold; defaults to 10.
+	// Use EffectivePrefetch: oneshot tasks always use 1.
+	Prefetch int
+	// Timeout bounds one run of the handler; zero means none.
+	Timeout time.Duration
+	// TimeoutAction defaults to TimeoutReject.
+	TimeoutAction TimeoutAction
+	// MaxAttempts is how many deliveries a retried message gets before it
+	// is dead-lettered; defaults to 5.
+	MaxAttempts int
+	// RetryDelay is the first retry's delay (1s); it doubles each attempt up
+	// to MaxRetryDelay (5m).
+	RetryDelay, MaxRetryDelay time.Duration
+	// Acknowledge false means the broker forgets a message on delivery.
+	Acknowledge bool
+	// Persistent false means a non-durable queue deleted with its last consumer.
+	Persistent bool
+	// Isolation defaults to Thread.
+	Isolation Isolation
+	// IdleTimeout stops extra longlived workers; defaults to 10s.
+	IdleTimeout time.Duration
+	// MaxSteps bounds the Starlark steps of one run; zero means none.
+	MaxSteps uint64
+	// MaxMemory bounds a worker process, in bytes; zero means none.
+	MaxMemory int64
+	// Allow lists the capabilities granted: "http", "exec", "file".
+	Allow []string
+	// AllowHosts limits "http" to these hosts; empty means any.
+	AllowHosts []string
+	// FileRoot confines "file" to this directory.
+	FileRoot string
+	// Hash covers the task's file and every library it loads; two specs with
+	// the same hash run the same code.
+	Hash string
+}
+
+// NewSpec returns a Spec named name with every other setting at its default.
+func NewSpec(name string) Spec {
+	return Spec{
+		Name:          name,
+		Queue:         name,
+		WorkModel:     Longlived,
+		MinWorkers:    1,
+		MaxWorkers:    1,
+		Prefetch:      DefaultPrefetch,
+		TimeoutAction: TimeoutReject,
+		MaxAttempts:   DefaultMaxAttempts,
+		RetryDelay:    DefaultRetryDelay,
+		MaxRetryDelay: DefaultMaxRetryDelay,
+		Acknowledge:   true,
+		Persistent:    true,
+		Isolation:     Thread,
+		IdleTimeout:   DefaultIdleTimeout,
+	}
+}
+
+// EffectivePrefetch is the prefetch the broker should use for one worker.
+func (s Spec) EffectivePrefetch() int {
+	if s.WorkModel == Oneshot || s.Prefetch < 1 {
+		return 1
+	}
+	return s.Prefetch
+}
+
+// Backoff is the delay before delivery attempt+1 of a message whose
+// attempt-th delivery asked to be retried: RetryDelay doubled per attempt,
+// capped at MaxRetryDelay.
+func (s Spec) Backoff(attempt int) time.Duration {
+	ceiling := s.MaxRetryDelay
+	if ceiling <= 0 {
+		ceiling = DefaultMaxRetryDelay
+	}
+	d := s.RetryDelay
+	for i := 1; i < attempt && d < ceiling; i++ {
+		d *= 2
+	}
+	return min(d, ceiling)
+}
