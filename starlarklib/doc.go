@@ -1,0 +1,109 @@
+// Package starlarklib owns everything Starlark: it loads task files into
+// tasks.Task values (a validated tasks.Spec plus a tasks.Handler), runs
+// deliveries through them, reads symphony.star's config(...), and provides
+// the builtins scripts see (one file each, in the shape of starlark-go's
+// lib/ packages).
+//
+// # Files
+//
+// Every *.star file under a tasks root is a task file, except *_test.star
+// (task tests) and symphony.star at the root (configuration, read by
+// LoadConfig; config() is allowed there and nowhere else, task() is not).
+// Dot-files and dot-directories are skipped; symlinked directories are not
+// followed. A file that registers no task is a library: other files use it
+// with load("lib/money.star", "cents"), the path relative to the tasks
+// root. Loads that leave the root (.., absolute paths, symlinks pointing
+// out) are refused, and so are load cycles and loading a file that
+// registers tasks.
+//
+// Each file is compiled and its top level executed once per Load; its
+// globals are then frozen and shared by every run. A library is executed
+// once however many files load it. The dialect (see dialect) allows set(),
+// while loops and if/for at the top level; it forbids reassigning a global
+// and recursion. A top level that runs more than Options.MaxLoadSteps
+// steps fails the load.
+//
+// Load validates every task() argument (SPEC §2) and reports every
+// problem it finds, in every file, sorted by position; a task() call with
+// mistakes reports them all at once. Positions in errors and in Spec.Pos
+// start with the root as given ("tasks/thumbs.star:12:1") and point at the
+// start of a call; Spec.File is the path relative to the root. Spec.Hash
+// covers the task file and, transitively, every library it loads.
+//
+// Choices where SPEC §2 is silent: an argument set to None takes its
+// default; timeout = 0 means no timeout; min_workers must be at least 1;
+// retry_delay must be positive and not above max_retry_delay; routes and
+// subscribe_to may both be given, and the queue is then bound to the
+// routes' patterns followed by subscribe_to's others (a message that only
+// those match runs no route and is acked); a relative file_root is
+// relative to the tasks root; durations are seconds (int or float), a
+// duration string ("1m30s") or a time.duration.
+//
+// # Runs
+//
+// Every delivery runs on a fresh starlark.Thread, bounded by the context
+// (its end cancels the thread, even in a `while True: pass`) and by
+// max_steps. The payload is decoded by content type (parameters such as
+// "; charset=utf-8" ignored): application/json and text/javascript as
+// JSON, application/x-msgpack as msgpack, application/x-yaml and
+// text/x-yaml as YAML (the first document), anything else as bytes. An
+// empty body of a structured type is None. Object keys keep their order;
+// integers of any size stay exact.
+//
+// The handler's return value decides the verdict: None or a truthy value
+// succeeds; retry(...) asks for a retry; any other falsy value (False, 0,
+// "", [], {}) declines, which retries with backoff; an error (fail(), a
+// runtime error, the step limit, cancellation) fails, with the error and
+// its Starlark backtrace. With routes = {pattern: function}, every
+// function whose pattern matches the routing key runs in insertion order,
+// stopping at the first that does not succeed; a message no route matches
+// succeeds. A oneshot task executes its file anew for every delivery: fresh,
+// unfrozen globals, nothing carried over (libraries are shared frozen); its
+// top level then counts towards max_steps and is cancelled with the run.
+//
+// # Builtins
+//
+// Besides Starlark's universe (len, str, fail, print, ...), scripts see:
+//
+//	task(name, subscribe_to, work, routes, queue, work_model, min_workers,
+//	     max_workers, prefetch, timeout, timeout_action, max_attempts,
+//	     retry_delay, max_retry_delay, acknowledge, persistent, isolation,
+//	     idle_timeout, max_steps, max_memory, allow, allow_hosts, file_root)
+//	                        register a task; keyword arguments only; at the
+//	                        top level of a task file only (SPEC §2)
+//	config(broker, exchange, admin_addr, log_format, log_level,
+//	       shutdown_timeout, scaling_interval, throttle_max,
+//	       throttle_factor, task, no_watch)
+//	                        daemon settings; in symphony.star only, once
+//	json.encode/encode_indent/decode/indent   go.starlark.net/lib/json
+//	time                    go.starlark.net/lib/time (now, parse_time,
+//	                        parse_duration, from_timestamp, time, units)
+//	math                    go.starlark.net/lib/math
+//	struct(**fields)        go.starlark.net/starlarkstruct
+//	log.debug/info/warn/error(msg, **attrs)
+//	                        a structured log line carrying task,
+//	                        message_id and attempt (at load time: file)
+//	print(*args)            Starlark's own, written to the log at info
+//	publish(routing_key, payload, headers = {}, content_type = None,
+//	        delay = None)   buffer a message, sent only if the run
+//	                        succeeds; bytes are sent raw (default type
+//	                        application/octet-stream); other values are
+//	                        encoded by content_type, default
+//	                        application/json; msgpack and YAML too; a str
+//	                        under any other type is sent as its text.
+//	                        delay: seconds or a duration string
+//	retry(after = None, reason = "")
+//	                        return it to retry the message after a delay
+//	                        (seconds or "1m30s"), or the task's backoff
+//	sleep(seconds)          pause; ends early with an error when the run's
+//	                        context ends (timeout, shutdown)
+//	env(name, default = None)
+//	                        an environment variable, or default
+//	fail(msg)               Starlark's own: fail the run
+//
+// publish and sleep need a delivery: at the top level of a file they are
+// errors. The handler receives meta, a struct with routing_key, exchange,
+// queue, task, message_id, correlation_id, content_type, headers (a dict;
+// numbers are ints or floats; x-death is a list of dicts), timestamp (a
+// time value, or None), redelivered and attempt (1 on first delivery).
+package starlarklib

@@ -1,0 +1,195 @@
+package starlarklib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+
+	"github.com/symphony-go/symphony/tasks"
+)
+
+// handler runs a task's deliveries. It holds only values frozen at load
+// time, so any number of goroutines may call Handle at once; each run gets
+// its own thread.
+type handler struct {
+	env *environment
+	def *taskDef
+}
+
+func newHandler(env *environment, def *taskDef) *handler {
+	return &handler{env: env, def: def}
+}
+
+var _ tasks.Handler = (*handler)(nil)
+
+// runError is a failed run: the script's error, and the causes the engine
+// may test with errors.Is (tasks.ErrStepLimit, the context's cause).
+type runError struct {
+	msg    string
+	causes []error
+}
+
+func (e *runError) Error() string   { return e.msg }
+func (e *runError) Unwrap() []error { return e.causes }
+
+// Handle runs one delivery through the task's work function (or routes)
+// on a fresh thread. The context's end cancels the thread, so even a
+// `while True: pass` stops.
+func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
+	spec := &h.def.spec
+	if ctx.Err() != nil {
+		return tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("run %s: not started: %w", spec.Name, context.Cause(ctx))}
+	}
+	payload, err := decodePayload(d.ContentType, d.Body)
+	if err != nil {
+		return tasks.Result{Verdict: tasks.Failed, Err: err}
+	}
+	meta, err := makeMeta(d, spec)
+	if err != nil {
+		return tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("run %s: %w", spec.Name, err)}
+	}
+
+	st := &state{
+		phase:  phaseRun,
+		ctx:    ctx,
+		logger: h.env.logger.With("task", spec.Name, "message_id", d.MessageID, "attempt", d.Attempt),
+	}
+	th := h.env.thread("task "+spec.Name, st)
+	stepLimited := false
+	if spec.MaxSteps > 0 {
+		th.SetMaxExecutionSteps(spec.MaxSteps)
+		th.OnMaxSteps = func(th *starlark.Thread) {
+			stepLimited = true
+			th.Cancel(fmt.Sprintf("step limit exceeded (max_steps = %d)", spec.MaxSteps))
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { th.Cancel(context.Cause(ctx).Error()) })
+	defer stop()
+
+	fail := func(err error) tasks.Result {
+		r := tasks.Result{Verdict: tasks.Failed}
+		causes := []error{err}
+		if stepLimited {
+			causes = append(causes, tasks.ErrStepLimit)
+		} else if ctx.Err() != nil {
+			causes = append(causes, context.Cause(ctx))
+		}
+		msg := err.Error()
+		var eval *starlark.EvalError
+		if errors.As(err, &eval) {
+			msg = eval.Msg
+			r.Backtrace = eval.Backtrace()
+		}
+		r.Err = &runError{msg: msg, causes: causes}
+		return r
+	}
+
+	def := h.def
+	if spec.WorkModel == tasks.Oneshot {
+		if def, err = h.rerun(th, st); err != nil {
+			return fail(err)
+		}
+	}
+	st.phase = phaseRun
+	st.mod = nil
+
+	args := starlark.Tuple{payload, meta}
+	if def.work != nil {
+		v, err := starlark.Call(th, def.work, args, nil)
+		if err != nil {
+			return fail(err)
+		}
+		return verdict(v, st)
+	}
+	matched := false
+	for _, r := range def.routes {
+		if !tasks.Match(r.pattern, d.RoutingKey) {
+			continue
+		}
+		matched = true
+		v, err := starlark.Call(th, r.fn, args, nil)
+		if err != nil {
+			return fail(err)
+		}
+		if res := verdict(v, st); res.Verdict != tasks.Succeeded {
+			return res
+		}
+	}
+	if !matched {
+		st.logger.DebugContext(ctx, "no route matches the routing key", "routing_key", d.RoutingKey)
+	}
+	return tasks.Result{Verdict: tasks.Succeeded, Publications: st.publications}
+}
+
+// verdict reads a handler's return value: retry(...) asks for a retry,
+// None and truthy values succeed, other falsy values (False, 0, "", [],
+// {}) decline. Publications go with a success only.
+func verdict(v starlark.Value, st *state) tasks.Result {
+	switch x := v.(type) {
+	case retryValue:
+		return tasks.Result{Verdict: tasks.RetryRequested, RetryAfter: x.after, Reason: x.reason}
+	case starlark.NoneType:
+	default:
+		if !v.Truth() {
+			return tasks.Result{Verdict: tasks.Declined}
+		}
+	}
+	return tasks.Result{Verdict: tasks.Succeeded, Publications: st.publications}
+}
+
+// rerun executes a oneshot task's file anew on th, with fresh globals
+// that are not frozen and belong to this run alone, and returns that
+// execution's task of the same name. Loaded libraries are the frozen
+// modules of the load: frozen, they carry no state between runs.
+func (h *handler) rerun(th *starlark.Thread, st *state) (*taskDef, error) {
+	m := h.def.mod
+	st.phase, st.mod = phaseExec, m
+	th.Load = func(_ *starlark.Thread, name string) (starlark.StringDict, error) {
+		dep := m.loadNames[name]
+		if dep == nil {
+			return nil, fmt.Errorf("%s was not loaded when the tasks were loaded", name)
+		}
+		return dep.globals, nil
+	}
+	if _, err := m.prog.Init(th, h.env.predeclared); err != nil {
+		return nil, err
+	}
+	for _, d := range st.rerun {
+		if d.spec.Name == h.def.spec.Name {
+			return d, nil
+		}
+	}
+	return nil, fmt.Errorf("run %s: %s did not register task %q when it ran again", h.def.spec.Name, m.name, h.def.spec.Name)
+}
+
+// makeMeta builds the meta struct a handler gets.
+func makeMeta(d *tasks.Delivery, spec *tasks.Spec) (starlark.Value, error) {
+	headers, err := fromGo(d.Headers)
+	if err != nil {
+		return nil, fmt.Errorf("read headers: %w", err)
+	}
+	taskName := d.Task
+	if taskName == "" {
+		taskName = spec.Name
+	}
+	queue := d.Queue
+	if queue == "" {
+		queue = spec.Queue
+	}
+	return starlarkstruct.FromStringDict(starlark.String("meta"), starlark.StringDict{
+		"routing_key":    starlark.String(d.RoutingKey),
+		"exchange":       starlark.String(d.Exchange),
+		"queue":          starlark.String(queue),
+		"task":           starlark.String(taskName),
+		"message_id":     starlark.String(d.MessageID),
+		"correlation_id": starlark.String(d.CorrelationID),
+		"content_type":   starlark.String(d.ContentType),
+		"headers":        headers,
+		"timestamp":      timeValue(d.Timestamp),
+		"redelivered":    starlark.Bool(d.Redelivered),
+		"attempt":        starlark.MakeInt(d.Attempt),
+	}), nil
+}

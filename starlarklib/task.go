@@ -1,0 +1,406 @@
+package starlarklib
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"go.starlark.net/starlark"
+
+	"github.com/symphony-go/symphony/tasks"
+)
+
+// taskDef is one task() call: the spec and the code it runs.
+type taskDef struct {
+	spec tasks.Spec
+	mod  *module
+	// work is the handler, or nil when routes are given.
+	work   starlark.Callable
+	routes []route
+}
+
+// route is one entry of routes = {pattern: function}.
+type route struct {
+	pattern string
+	fn      starlark.Callable
+}
+
+// freeze makes the task's functions safe to share between threads.
+func (d *taskDef) freeze() {
+	if d.work != nil {
+		d.work.Freeze()
+	}
+	for _, r := range d.routes {
+		r.fn.Freeze()
+	}
+}
+
+// taskParams are task()'s arguments, in SPEC §2's order.
+func taskParams() []string {
+	return []string{
+		"name", "subscribe_to", "work", "routes", "queue", "work_model",
+		"min_workers", "max_workers", "prefetch", "timeout", "timeout_action",
+		"max_attempts", "retry_delay", "max_retry_delay", "acknowledge",
+		"persistent", "isolation", "idle_timeout", "max_steps", "max_memory",
+		"allow", "allow_hosts", "file_root",
+	}
+}
+
+// taskBuiltin is task(...): it registers a task of the file whose top
+// level is running. At load time argument errors are recorded, not raised,
+// so that one Load reports every mistake in every task() call.
+func taskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	st := stateOf(th)
+	switch {
+	case st.phase == phaseConfig:
+		return nil, fmt.Errorf("%s: not allowed in symphony.star, which only configures the daemon with config(...): put tasks in their own .star files", b.Name())
+	case st.phase == phaseRun:
+		return nil, fmt.Errorf("%s: tasks are registered when files load, not while a message is handled: call task() at the top level of the file", b.Name())
+	case st.mod == nil:
+		return nil, fmt.Errorf("%s: no task file is loading", b.Name())
+	}
+	pos := callPos(th, st.mod)
+	if th.CallStackDepth() > 2 {
+		msg := fmt.Sprintf("%s: call task() at the top level of the file, not inside a function (here inside %s)",
+			b.Name(), th.CallFrame(1).Name)
+		if st.phase == phaseExec {
+			return nil, fmt.Errorf("%s", msg)
+		}
+		st.mod.registered = append(st.mod.registered, pos)
+		st.mod.errs = append(st.mod.errs, Error{Pos: pos, Msg: msg})
+		return starlark.None, nil
+	}
+	def, errs := parseTask(st.mod, pos, args, kwargs)
+	if st.phase == phaseExec {
+		if len(errs) > 0 {
+			return nil, errs
+		}
+		st.rerun = append(st.rerun, def)
+		return starlark.None, nil
+	}
+	st.mod.registered = append(st.mod.registered, pos)
+	if len(errs) > 0 {
+		st.mod.errs = append(st.mod.errs, errs...)
+	} else {
+		st.mod.tasks = append(st.mod.tasks, def)
+	}
+	return starlark.None, nil
+}
+
+// parseTask validates one task() call's arguments into a taskDef.
+func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tuple) (*taskDef, Errors) {
+	a := newArgSet("task", pos, taskParams(), args, kwargs)
+
+	stem := strings.TrimSuffix(path.Base(m.rel), ".star")
+	spec := tasks.NewSpec(stem)
+	spec.File, spec.Pos = m.rel, pos
+	def := &taskDef{mod: m}
+
+	if a.str("name", &spec.Name) {
+		if err := tasks.ValidateName(spec.Name); err != nil {
+			a.errorf("name: %v", err)
+		}
+	} else if !a.has("name") {
+		if err := tasks.ValidateName(stem); err != nil {
+			a.errorf("the task is named after its file, %q, which is not a valid name (use lower-case letters, digits, '_', '.' and '-'): pass name = %q",
+				stem, suggestName(stem))
+		}
+	}
+	spec.Queue = spec.Name
+	if a.str("queue", &spec.Queue) {
+		if err := tasks.ValidateName(spec.Queue); err != nil {
+			a.errorf("queue: %v", err)
+		}
+	}
+
+	// What runs, and what the queue is bound to.
+	switch {
+	case a.has("work") && a.has("routes"):
+		a.errorf("give either work or routes, not both")
+	case a.has("work"):
+		def.work = a.handlerFunc("work", a.vals["work"])
+	case a.has("routes"):
+		def.routes = a.routes()
+	default:
+		a.errorf("missing work: pass work = a function taking (payload, meta), or routes = {pattern: function}")
+	}
+	var subs []string
+	if a.strings("subscribe_to", &subs) {
+		if len(subs) == 0 {
+			a.errorf("subscribe_to is empty: list at least one routing pattern, such as \"user.created\" or \"user.#\"")
+		}
+		for i, p := range subs {
+			if err := tasks.ValidatePattern(p); err != nil {
+				a.errorf("subscribe_to[%d]: %v", i, err)
+			}
+		}
+	} else if !a.has("subscribe_to") && !a.has("routes") && a.has("work") {
+		a.errorf("missing subscribe_to: list the routing patterns the task consumes, such as subscribe_to = [\"user.created\"]")
+	}
+	// The routes' patterns come first, then any subscribe_to pattern that
+	// is not already one of them.
+	for _, r := range def.routes {
+		spec.Patterns = append(spec.Patterns, r.pattern)
+	}
+	for _, p := range subs {
+		if !slices.Contains(spec.Patterns, p) {
+			spec.Patterns = append(spec.Patterns, p)
+		}
+	}
+
+	// How it runs.
+	var s string
+	if a.oneOf("work_model", &s, string(tasks.Longlived), string(tasks.Oneshot)) {
+		spec.WorkModel = tasks.WorkModel(s)
+	}
+	if a.oneOf("isolation", &s, string(tasks.Thread), string(tasks.Process)) {
+		spec.Isolation = tasks.Isolation(s)
+	}
+	if a.oneOf("timeout_action", &s, string(tasks.TimeoutReject), string(tasks.TimeoutRetry)) {
+		spec.TimeoutAction = tasks.TimeoutAction(s)
+	}
+	minOK := a.integer("min_workers", &spec.MinWorkers, 1, " (a pool needs a worker to notice its first message)")
+	maxOK := a.integer("max_workers", &spec.MaxWorkers, 1, " (a pool of no workers would never consume its queue)")
+	if (minOK || maxOK) && spec.MinWorkers > spec.MaxWorkers {
+		if minOK && !a.has("max_workers") {
+			a.errorf("min_workers (%d) is greater than max_workers (default %d): raise max_workers too", spec.MinWorkers, spec.MaxWorkers)
+		} else {
+			a.errorf("min_workers (%d) is greater than max_workers (%d)", spec.MinWorkers, spec.MaxWorkers)
+		}
+	}
+	a.integer("prefetch", &spec.Prefetch, 1, "")
+	a.integer("max_attempts", &spec.MaxAttempts, 1, " (1 means no retries)")
+	a.duration("timeout", &spec.Timeout)
+	a.duration("idle_timeout", &spec.IdleTimeout)
+	retryOK := a.duration("retry_delay", &spec.RetryDelay)
+	maxRetryOK := a.duration("max_retry_delay", &spec.MaxRetryDelay)
+	if retryOK && spec.RetryDelay == 0 {
+		a.errorf("retry_delay must be positive: a retry is a delayed redelivery, not a hot requeue")
+	}
+	if maxRetryOK && spec.MaxRetryDelay == 0 {
+		a.errorf("max_retry_delay must be positive")
+	}
+	if (retryOK || maxRetryOK) && spec.RetryDelay > spec.MaxRetryDelay && spec.MaxRetryDelay > 0 {
+		a.errorf("retry_delay (%s) is longer than max_retry_delay (%s)", spec.RetryDelay, spec.MaxRetryDelay)
+	}
+	a.boolean("acknowledge", &spec.Acknowledge)
+	a.boolean("persistent", &spec.Persistent)
+	if v, ok := a.vals["max_steps"]; ok {
+		n, isInt := v.(starlark.Int)
+		i, fits := n.Int64()
+		switch {
+		case !isInt:
+			a.wrongType("max_steps", "an int", v)
+		case !fits || i < 0:
+			a.errorf("max_steps must be a non-negative int (0 means no limit), got %s", v)
+		default:
+			spec.MaxSteps = uint64(i)
+		}
+	}
+	if v, ok := a.vals["max_memory"]; ok {
+		n, err := parseBytes(v)
+		switch {
+		case err != nil:
+			a.errorf("max_memory: %v", err)
+		case spec.Isolation != tasks.Process:
+			a.errorf("max_memory limits a worker process: it needs isolation = \"process\"")
+		default:
+			spec.MaxMemory = n
+		}
+	}
+
+	// Capabilities.
+	if a.strings("allow", &spec.Allow) {
+		for _, c := range spec.Allow {
+			if !slices.Contains([]string{"http", "exec", "file"}, c) {
+				a.errorf("allow: unknown capability %q: use \"http\", \"exec\" or \"file\"", c)
+			}
+		}
+	}
+	if a.strings("allow_hosts", &spec.AllowHosts) {
+		if !slices.Contains(spec.Allow, "http") {
+			a.errorf("allow_hosts limits http: it needs \"http\" in allow")
+		}
+		for _, h := range spec.AllowHosts {
+			if h == "" || strings.ContainsAny(h, "/ ") {
+				a.errorf("allow_hosts: %q is not a host name: give names such as \"api.example.com\" (no scheme, no path)", h)
+			}
+		}
+	}
+	if a.str("file_root", &spec.FileRoot) {
+		switch {
+		case !slices.Contains(spec.Allow, "file"):
+			a.errorf("file_root confines file: it needs \"file\" in allow")
+		case spec.FileRoot == "":
+			a.errorf("file_root is empty: give a directory (relative paths are relative to the tasks root)")
+		case !filepath.IsAbs(spec.FileRoot):
+			spec.FileRoot = filepath.Join(m.root.abs, spec.FileRoot)
+		}
+	}
+
+	def.spec = spec
+	if len(a.errs) > 0 {
+		return nil, a.errs
+	}
+	return def, nil
+}
+
+// handlerFunc checks that v can be called as f(payload, meta).
+func (a *argSet) handlerFunc(what string, v starlark.Value) starlark.Callable {
+	fn, ok := v.(starlark.Callable)
+	if !ok {
+		a.errorf("%s must be a function taking (payload, meta), got %s", what, describe(v))
+		return nil
+	}
+	f, ok := fn.(*starlark.Function)
+	if !ok {
+		return fn // a builtin: nothing to check before calling it
+	}
+	positional := f.NumParams() - f.NumKwonlyParams()
+	if f.HasVarargs() {
+		positional--
+	}
+	if f.HasKwargs() {
+		positional--
+	}
+	required := 0
+	for i := range positional {
+		if f.ParamDefault(i) == nil {
+			required++
+		}
+	}
+	shape := fmt.Sprintf("def %s(payload, meta)", f.Name())
+	if f.Name() == "lambda" {
+		shape = "lambda payload, meta: ..."
+	}
+	switch {
+	case positional < 2 && !f.HasVarargs():
+		a.errorf("%s: function %s takes %d parameter%s; it must take two: %s",
+			what, f.Name(), positional, plural(positional), shape)
+		return nil
+	case required > 2:
+		a.errorf("%s: function %s requires %d parameters; it must take two: %s",
+			what, f.Name(), required, shape)
+		return nil
+	case requiredKwonly(f) != "":
+		a.errorf("%s: function %s has a required keyword-only parameter %s; give it a default",
+			what, f.Name(), requiredKwonly(f))
+		return nil
+	}
+	return fn
+}
+
+// requiredKwonly names f's first keyword-only parameter without a default.
+// Parameters are ordered positional, keyword-only, *args, **kwargs.
+func requiredKwonly(f *starlark.Function) string {
+	first := f.NumParams() - f.NumKwonlyParams()
+	if f.HasKwargs() {
+		first--
+	}
+	if f.HasVarargs() {
+		first--
+	}
+	for i := first; i < first+f.NumKwonlyParams(); i++ {
+		if f.ParamDefault(i) == nil {
+			name, _ := f.Param(i)
+			return name
+		}
+	}
+	return ""
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// routes reads routes = {pattern: function}, keeping its order.
+func (a *argSet) routes() []route {
+	v := a.vals["routes"]
+	d, ok := v.(*starlark.Dict)
+	if !ok {
+		a.wrongType("routes", "a dict of pattern: function", v)
+		return nil
+	}
+	if d.Len() == 0 {
+		a.errorf("routes is empty: map at least one routing pattern to a function, such as {\"user.created\": on_created}")
+		return nil
+	}
+	var out []route
+	for _, kv := range d.Items() {
+		p, ok := kv[0].(starlark.String)
+		if !ok {
+			a.errorf("routes key %s must be a string pattern, got %s", kv[0], kv[0].Type())
+			continue
+		}
+		if err := tasks.ValidatePattern(string(p)); err != nil {
+			a.errorf("routes[%s]: %v", p, err)
+			continue
+		}
+		if fn := a.handlerFunc(fmt.Sprintf("routes[%s]", p), kv[1]); fn != nil {
+			out = append(out, route{pattern: string(p), fn: fn})
+		}
+	}
+	return out
+}
+
+// parseBytes reads a size: an int of bytes, or a string such as "256MiB"
+// or "1GB" (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB of 1024).
+func parseBytes(v starlark.Value) (int64, error) {
+	switch x := v.(type) {
+	case starlark.Int:
+		n, ok := x.Int64()
+		if !ok || n <= 0 {
+			return 0, fmt.Errorf("%s bytes is not a positive size", x)
+		}
+		return n, nil
+	case starlark.String:
+		s := strings.TrimSpace(string(x))
+		i := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsDigit(r) && r != '.' })
+		if i <= 0 {
+			return 0, fmt.Errorf("%s is not a size: write a number and a unit, such as \"256MiB\"", x)
+		}
+		num, err := strconv.ParseFloat(s[:i], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s is not a size: write a number and a unit, such as \"256MiB\"", x)
+		}
+		units := map[string]float64{
+			"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+			"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+		}
+		unit, ok := units[strings.ToLower(strings.TrimSpace(s[i:]))]
+		if !ok {
+			return 0, fmt.Errorf("%s has an unknown unit %q: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB", x, strings.TrimSpace(s[i:]))
+		}
+		n := num * unit
+		if n < 1 || n > math.MaxInt64/2 {
+			return 0, fmt.Errorf("%s is not a usable size", x)
+		}
+		return int64(n), nil
+	}
+	return 0, fmt.Errorf("got %s, want bytes (an int) or a size string such as \"256MiB\"", describe(v))
+}
+
+// suggestName turns a file stem into a valid task name.
+func suggestName(stem string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(stem) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "my_task"
+	}
+	return b.String()
+}
