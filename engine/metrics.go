@@ -1,0 +1,47 @@
+package engine
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the engine's Prometheus series, registered on an injected
+// registry so that tests and several engines in one process never collide.
+type metrics struct {
+	messages *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	workers  *prometheus.GaugeVec
+	depth    *prometheus.GaugeVec
+	timeouts *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "symphony_messages_total",
+			Help: "Messages handled, once per delivery, by what happened to them (ack, retry, dead).",
+		}, []string{"task", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "symphony_message_duration_seconds",
+			Help:    "Time from a delivery reaching a worker to its outcome being settled on the broker.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"task"}),
+		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "symphony_workers",
+			Help: "Workers running in each task's pool.",
+		}, []string{"task"}),
+		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "symphony_queue_depth",
+			Help: "Messages ready for delivery in each task's queue, as last sampled.",
+		}, []string{"task"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "symphony_timeouts_total",
+			Help: "Runs stopped because they exceeded their task's timeout.",
+		}, []string{"task"}),
+	}
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
