@@ -1,0 +1,316 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/broker/sqlite"
+	"github.com/symphony-go/symphony/internal/symphonytest"
+	"github.com/symphony-go/symphony/tasks"
+)
+
+// writeTasks writes task files into a new tasks root and returns it.
+func writeTasks(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tasks")
+	for name, src := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const echoTask = `
+def work(payload, meta):
+    log.info("got", kind = type(payload), size = len(payload) if type(payload) in ("bytes", "string", "dict", "list") else -1,
+             headers = json.encode(meta.headers), content_type = meta.content_type, redelivered = meta.redelivered)
+    return True
+
+task(name = "echo", subscribe_to = ["echo.#"], work = work)
+`
+
+func TestPublishUnroutableExits3(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	r := env.Run("", "publish", "nobody.listens", `{"a": 1}`)
+	if r.Code != 3 || !strings.Contains(r.Stderr, `"nobody.listens"`) || !strings.Contains(r.Stderr, "no queue is bound") {
+		t.Errorf("exit %d, stderr %q; want 3 naming the key", r.Code, r.Stderr)
+	}
+}
+
+func TestPublishRefusesInvalidJSON(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	tasksDir := writeTasks(t, map[string]string{"echo.star": echoTask})
+	d := env.Start(tasksDir)
+	r := env.Run("", "publish", "echo.x", `{"a": `)
+	if r.Code != 2 || !strings.Contains(r.Stderr, "not valid JSON") {
+		t.Errorf("exit %d, stderr %q; want 2 and a clear reason", r.Code, r.Stderr)
+	}
+	lines := filepath.Join(t.TempDir(), "lines.jsonl")
+	os.WriteFile(lines, []byte("{\"n\": 1}\n\n{\"n\": 2\n{\"n\": 3}\n"), 0o644)
+	r = env.Run("", "publish", "--file", lines, "echo.x")
+	if r.Code != 2 || !strings.Contains(r.Stderr, "line 3") || !strings.Contains(r.Stderr, "nothing was published") {
+		t.Errorf("--file with a bad line: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	// Nothing went out: the next message is the first the task sees.
+	env.MustRun("", "publish", "echo.x", `{"n": 9}`)
+	d.WaitFor("got", nil)
+	if n := d.Count("got", nil); n != 1 {
+		t.Errorf("the task saw %d messages, want only the valid one", n)
+	}
+	d.Stop()
+}
+
+func TestPublishFileStdinAndHeaders(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"echo.star": echoTask}))
+
+	var lines strings.Builder
+	for i := range 2500 {
+		fmt.Fprintf(&lines, "{\"n\": %d}\n", i)
+	}
+	file := filepath.Join(t.TempDir(), "lines.jsonl")
+	os.WriteFile(file, []byte(lines.String()), 0o644)
+	r := env.MustRun("", "publish", "--file", file, "echo.file")
+	if !strings.Contains(r.Stderr, "published 2500 messages to echo.file") {
+		t.Errorf("publish --file: %q", r.Stderr)
+	}
+	env.MustRun("{\"n\": 1}\n{\"n\": 2}\n", "publish", "--file", "-", "echo.stdin")
+	d.WaitForNth(2502, "got", nil)
+
+	env.MustRun(`{"x": 1}`, "publish", "--header", "tenant=acme", "--header", "trace=t-1", "echo.headers")
+	got := d.WaitFor("got", map[string]string{"content_type": "application/json", "headers": `{"tenant":"acme","trace":"t-1"}`})
+	if got.Str("kind") != "dict" {
+		t.Errorf("a JSON payload arrived as %s", got.Str("kind"))
+	}
+	d.Stop()
+}
+
+func TestBigAndBinaryPayloads(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"echo.star": echoTask}))
+	big := bytes.Repeat([]byte("0123456789"), 1<<20) // 10 MiB
+	env.MustRun(string(big), "publish", "--content-type", "application/octet-stream", "echo.big")
+	d.WaitFor("got", map[string]string{"kind": "bytes", "size": fmt.Sprint(len(big))})
+
+	binary := make([]byte, 256)
+	for i := range binary {
+		binary[i] = byte(i)
+	}
+	env.MustRun(string(binary), "publish", "--content-type", "image/png", "echo.bin")
+	d.WaitFor("got", map[string]string{"kind": "bytes", "size": "256", "content_type": "image/png"})
+	d.Stop()
+}
+
+func TestInvalidJSONFromAnotherClientIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"echo.star": echoTask}))
+
+	// Another program writes to the same database while the daemon runs.
+	db := strings.TrimPrefix(env.Vars[0], "SYMPHONY_BROKER=sqlite:")
+	b, err := sqlite.Open(context.Background(), db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	msg, _ := broker.NewMessage(tasks.Publication{RoutingKey: "echo.bad", Body: []byte(`{"a": tru`), ContentType: "application/json; charset=utf-8"})
+	if err := b.Publish("echo.bad", msg); err != nil {
+		t.Fatal(err)
+	}
+	dead := d.WaitFor("message dead-lettered", map[string]string{"message_id": msg.UUID})
+	if dead.Str("reason") != "decode" || !strings.Contains(dead.Str("error"), "application/json") {
+		t.Errorf("invalid JSON: %v", dead)
+	}
+	show := env.MustRun("", "dead", "list", "echo")
+	if !strings.Contains(show.Stdout, "decode") {
+		t.Errorf("dead list:\n%s", show.Stdout)
+	}
+	d.Stop()
+}
+
+func TestBadTaskFiles(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{
+		"a.star": "task(name = \"a\", subscribe_to = [\"a..b\"], work = lambda p, m: True)\n",
+		"b.star": "def work(p, m):\n    return True\n\ntask(name = \"b\", subscribe_to = [\"b\"], work = work, nmae = 1)\n",
+	})
+	for _, cmd := range []string{"check", "run"} {
+		r := env.Run("", cmd, dir)
+		if r.Code != 1 {
+			t.Errorf("%s: exit %d, want 1", cmd, r.Code)
+		}
+		for _, want := range []string{"a.star:1:1:", "empty word", "b.star:4:1:", "nmae"} {
+			if !strings.Contains(r.Stderr, want) {
+				t.Errorf("%s: stderr lacks %q:\n%s", cmd, want, r.Stderr)
+			}
+		}
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	for _, args := range [][]string{
+		{"run"},
+		{"run", "--no-such-flag", "x"},
+		{"publish"},
+		{"publish", "--header", "novalue", "k", "{}"},
+		{"dead", "purge"},
+		{"run", "--log-format", "xml", "."},
+		{"run", "--shutdown-timeout", "soon", "."},
+		{"version", "extra"},
+	} {
+		if r := env.Run("", args...); r.Code != 2 {
+			t.Errorf("symphony %s: exit %d, want 2; stderr %q", strings.Join(args, " "), r.Code, r.Stderr)
+		}
+	}
+}
+
+func TestBrokerPathErrors(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"echo.star": echoTask})
+	file := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(file, nil, 0o644)
+	for _, url := range []string{
+		"sqlite:" + filepath.Join(t.TempDir(), "missing", "x.db"),
+		"sqlite:" + filepath.Join(file, "x.db"),
+	} {
+		r := env.Run("", "run", "--broker", url, dir)
+		if r.Code != 1 || !strings.Contains(r.Stderr, url) {
+			t.Errorf("--broker %s: exit %d, stderr %q; want 1 naming the path", url, r.Code, r.Stderr)
+		}
+	}
+}
+
+func TestSettingsPrecedence(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{
+		"echo.star":     echoTask,
+		"symphony.star": "config(exchange = \"from-file\", shutdown_timeout = 5)\n",
+	})
+	start := func(extra ...string) symphonytest.Event {
+		d := env.Start(append(extra, dir)...)
+		ev := d.WaitFor("starting", nil)
+		d.Stop()
+		return ev
+	}
+	if ev := start(); ev.Str("exchange") != "from-file" {
+		t.Errorf("symphony.star: exchange %q", ev.Str("exchange"))
+	}
+	env.Vars = append(env.Vars, "SYMPHONY_EXCHANGE=from-env")
+	if ev := start(); ev.Str("exchange") != "from-env" {
+		t.Errorf("environment over symphony.star: exchange %q", ev.Str("exchange"))
+	}
+	if ev := start("--exchange", "from-flag"); ev.Str("exchange") != "from-flag" {
+		t.Errorf("flag over environment: exchange %q", ev.Str("exchange"))
+	}
+}
+
+func TestTaskSelection(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{
+		"echo.star":  echoTask,
+		"other.star": "task(name = \"other\", subscribe_to = [\"other\"], work = lambda p, m: True)\n",
+	})
+	r := env.MustRun("", "check", "--task", "other", dir)
+	if strings.Contains(r.Stdout, "echo") || !strings.Contains(r.Stdout, "other\t") {
+		t.Errorf("check --task other:\n%s", r.Stdout)
+	}
+	r = env.Run("", "check", "--task", "nope", dir)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "no such task; the tasks are: echo, other") {
+		t.Errorf("unknown --task: exit %d %q", r.Code, r.Stderr)
+	}
+}
+
+const slowTask = `
+def work(payload, meta):
+    if meta.redelivered:
+        log.info("back again")
+        return True
+    log.info("started")
+    sleep(payload["seconds"])
+    log.info("finished")
+    return True
+
+task(name = "slow", subscribe_to = ["slow"], work = work)
+`
+
+func TestSignals(t *testing.T) {
+	t.Parallel()
+	t.Run("graceful stop lets the message finish", func(t *testing.T) {
+		t.Parallel()
+		env := symphonytest.NewEnv(t)
+		d := env.Start(writeTasks(t, map[string]string{"slow.star": slowTask}))
+		id := published(t, env.MustRun("", "publish", "slow", `{"seconds": 1}`))
+		d.WaitFor("started", map[string]string{"message_id": id})
+		d.Signal(syscall.SIGQUIT)
+		d.WaitFor("graceful shutdown: send the signal again to force", nil)
+		if code := d.Exit(); code != 0 {
+			t.Fatalf("exit %d after one QUIT", code)
+		}
+		d.WaitFor("finished", map[string]string{"message_id": id})
+		d.WaitFor("message acked", map[string]string{"message_id": id})
+	})
+	t.Run("a second signal forces exit 255 and returns the message", func(t *testing.T) {
+		t.Parallel()
+		env := symphonytest.NewEnv(t)
+		dir := writeTasks(t, map[string]string{"slow.star": slowTask})
+		d := env.Start(dir)
+		id := published(t, env.MustRun("", "publish", "slow", `{"seconds": 3600}`))
+		d.WaitFor("started", map[string]string{"message_id": id})
+		d.Signal(syscall.SIGINT)
+		d.WaitFor("graceful shutdown: send the signal again to force", nil)
+		d.Signal(syscall.SIGTERM)
+		if code := d.Exit(); code != 255 {
+			t.Fatalf("exit %d after a second signal, want 255", code)
+		}
+		if n := d.Count("message acked", nil) + d.Count("message dead-lettered", nil); n != 0 {
+			t.Fatalf("the interrupted message was settled (%d)", n)
+		}
+		again := env.Start(dir)
+		again.WaitFor("back again", map[string]string{"message_id": id})
+		again.Stop()
+	})
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	r := env.MustRun("", "version")
+	if !strings.HasPrefix(r.Stdout, "symphony ") || !strings.Contains(r.Stdout, "go1.") {
+		t.Errorf("version: %q", r.Stdout)
+	}
+}
+
+func published(t *testing.T, r symphonytest.Result) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(r.Stderr, "published message ")
+	if !ok {
+		t.Fatalf("publish printed no message id: %q", r.Stderr)
+	}
+	id, _, _ := strings.Cut(rest, " ")
+	return id
+}
+
+var _ = json.Valid

@@ -1,0 +1,196 @@
+package cli
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/symphony-go/symphony/broker"
+)
+
+func deadCommand() *cli.Command {
+	flags := func(extra ...cli.Flag) []cli.Flag { return append(append(globalFlags(), tasksFlag()), extra...) }
+	selectFlags := func() []cli.Flag {
+		return flags(
+			&cli.StringSliceFlag{Name: "id", Usage: "only this dead letter (repeatable)"},
+			&cli.BoolFlag{Name: "all", Usage: "every dead letter of every queue"},
+		)
+	}
+	return &cli.Command{
+		Name:  "dead",
+		Usage: "inspect, replay and purge dead letters",
+		Description: "TASK is the task's queue name, which is the task's name unless its task() sets queue. " +
+			"Replay puts messages back on their own queue as first attempts; other tasks do not see them again.",
+		Subcommands: []*cli.Command{
+			{
+				Name: "list", Usage: "list dead letters, oldest first", ArgsUsage: "[TASK]",
+				Flags: flags(
+					&cli.IntFlag{Name: "limit", Value: 100, Usage: "list at most this many"},
+					&cli.BoolFlag{Name: "json", Usage: "print JSON lines"},
+				),
+				Action: deadList,
+			},
+			{
+				Name: "show", Usage: "show one dead letter with its body", ArgsUsage: "ID",
+				Flags:  flags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+				Action: deadShow,
+			},
+			{
+				Name: "replay", Usage: "put dead letters back on their queues", ArgsUsage: "[TASK]",
+				Flags:  selectFlags(),
+				Action: func(c *cli.Context) error { return deadChange(c, "replay") },
+			},
+			{
+				Name: "purge", Usage: "delete dead letters for good", ArgsUsage: "[TASK]",
+				Flags:  selectFlags(),
+				Action: func(c *cli.Context) error { return deadChange(c, "purge") },
+			},
+		},
+	}
+}
+
+// withDeadLetters opens the broker named by the settings and hands its dead
+// letters to f.
+func withDeadLetters(c *cli.Context, f func(context.Context, broker.DeadLetters) error) error {
+	s, err := commandSettings(c)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	b, err := openBroker(ctx, s.Broker, s.Exchange, newLogger(s, c.App.ErrWriter))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return f(ctx, b.DeadLetters())
+}
+
+func deadList(c *cli.Context) error {
+	if c.NArg() > 1 {
+		return usagef("dead list takes at most one TASK")
+	}
+	queue := c.Args().First()
+	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
+		list, err := dl.List(ctx, queue, c.Int("limit"))
+		if err != nil {
+			return fmt.Errorf("list dead letters: %w", err)
+		}
+		w := c.App.Writer
+		if c.Bool("json") {
+			enc := json.NewEncoder(w)
+			for _, d := range list {
+				if err := enc.Encode(deadJSON(d)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		total, err := dl.Count(ctx, queue)
+		if err != nil {
+			return fmt.Errorf("count dead letters: %w", err)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tQUEUE\tROUTING KEY\tREASON\tATTEMPT\tDEAD AT\tERROR")
+		for _, d := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Queue, d.RoutingKey, d.Reason, d.Attempt,
+				d.DeadAt.Local().Format(time.DateTime), firstLine(d.Error, 60))
+		}
+		tw.Flush()
+		fmt.Fprintf(c.App.ErrWriter, "%d of %d dead letters\n", len(list), total)
+		return nil
+	})
+}
+
+func deadShow(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("dead show takes one ID")
+	}
+	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
+		d, err := dl.Show(ctx, c.Args().First())
+		if errors.Is(err, broker.ErrNotFound) {
+			return fmt.Errorf("no dead letter with id %s", c.Args().First())
+		}
+		if err != nil {
+			return fmt.Errorf("show dead letter: %w", err)
+		}
+		w := c.App.Writer
+		if c.Bool("json") {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(deadJSON(d))
+		}
+		headers, _ := json.Marshal(d.Headers)
+		fmt.Fprintf(w, "id:           %s\nqueue:        %s\ntask:         %s\nrouting key:  %s\n", d.ID, d.Queue, d.Task, d.RoutingKey)
+		fmt.Fprintf(w, "content type: %s\nmessage id:   %s\nheaders:      %s\n", d.ContentType, d.MessageID, headers)
+		fmt.Fprintf(w, "reason:       %s\nattempt:      %d\ndead at:      %s\n", d.Reason, d.Attempt, d.DeadAt.Local().Format(time.RFC3339))
+		fmt.Fprintf(w, "error:\n%s\n", indent(d.Error))
+		body, encoding := bodyText(d.Body)
+		fmt.Fprintf(w, "body (%d bytes%s):\n%s\n", len(d.Body), encoding, body)
+		return nil
+	})
+}
+
+func deadChange(c *cli.Context, verb string) error {
+	if c.NArg() > 1 {
+		return usagef("dead %s takes at most one TASK", verb)
+	}
+	queue, ids, all := c.Args().First(), c.StringSlice("id"), c.Bool("all")
+	if queue == "" && len(ids) == 0 && !all {
+		return usagef("dead %s: name a TASK, give --id, or say --all", verb)
+	}
+	if all && (queue != "" || len(ids) > 0) {
+		return usagef("dead %s: --all goes alone", verb)
+	}
+	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
+		change := dl.Replay
+		if verb == "purge" {
+			change = dl.Purge
+		}
+		n, err := change(ctx, queue, ids)
+		if err != nil {
+			return fmt.Errorf("%s dead letters: %w", verb, err)
+		}
+		past := map[string]string{"replay": "replayed", "purge": "purged"}[verb]
+		fmt.Fprintf(c.App.Writer, "%s %d dead letters\n", past, n)
+		return nil
+	})
+}
+
+// deadJSON is a dead letter as scripts read it: the body as text when it
+// is UTF-8, else base64.
+func deadJSON(d broker.DeadLetter) map[string]any {
+	body, encoding := bodyText(d.Body)
+	return map[string]any{
+		"id": d.ID, "queue": d.Queue, "task": d.Task, "routing_key": d.RoutingKey,
+		"content_type": d.ContentType, "message_id": d.MessageID, "headers": d.Headers,
+		"reason": d.Reason, "error": d.Error, "attempt": d.Attempt, "dead_at": d.DeadAt,
+		"body": body, "body_encoding": strings.TrimPrefix(encoding, ", "),
+	}
+}
+
+func bodyText(b []byte) (string, string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return base64.StdEncoding.EncodeToString(b), ", base64"
+}
+
+func firstLine(s string, n int) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}

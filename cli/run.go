@@ -1,0 +1,179 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/urfave/cli/v2"
+
+	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/engine"
+	"github.com/symphony-go/symphony/starlarklib"
+	"github.com/symphony-go/symphony/tasks"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "the daemon: load tasks, declare their queues, consume until stopped",
+		ArgsUsage: "PATH...",
+		Flags:     globalFlags(),
+		Action:    run,
+	}
+}
+
+// loaded is what run and check share: settings, logger and tasks.
+type loaded struct {
+	settings settings
+	log      *slog.Logger
+	tasks    []tasks.Task
+}
+
+// load reads symphony.star and every task file under the command's paths,
+// exactly as run would, and keeps the tasks --task selects.
+func load(c *cli.Context) (loaded, error) {
+	roots := c.Args().Slice()
+	if len(roots) == 0 {
+		return loaded{}, usagef("%s needs a tasks directory, as in 'symphony %s tasks/'", c.Command.Name, c.Command.Name)
+	}
+	for _, r := range roots {
+		if _, err := os.Stat(r); err != nil {
+			return loaded{}, fmt.Errorf("read tasks: %w", err)
+		}
+	}
+	file, err := starlarklib.LoadConfig(roots)
+	if err != nil {
+		return loaded{}, err
+	}
+	s, err := resolve(c, file)
+	if err != nil {
+		return loaded{}, err
+	}
+	log := newLogger(s, c.App.ErrWriter)
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log})
+	if err != nil {
+		return loaded{}, err
+	}
+	ts, err = selectTasks(ts, s.Tasks)
+	if err != nil {
+		return loaded{}, err
+	}
+	return loaded{settings: s, log: log, tasks: ts}, nil
+}
+
+// selectTasks keeps the named tasks, or all when names is empty.
+func selectTasks(ts []tasks.Task, names []string) ([]tasks.Task, error) {
+	if len(names) == 0 {
+		return ts, nil
+	}
+	var out []tasks.Task
+	for _, n := range names {
+		i := slices.IndexFunc(ts, func(t tasks.Task) bool { return t.Spec.Name == n })
+		if i < 0 {
+			var all []string
+			for _, t := range ts {
+				all = append(all, t.Spec.Name)
+			}
+			sort.Strings(all)
+			return nil, fmt.Errorf("--task %s: no such task; the tasks are: %s", n, strings.Join(all, ", "))
+		}
+		out = append(out, ts[i])
+	}
+	return out, nil
+}
+
+func run(c *cli.Context) error {
+	l, err := load(c)
+	if err != nil {
+		return err
+	}
+	s, log := l.settings, l.log
+	if len(l.tasks) == 0 {
+		return fmt.Errorf("no tasks found under %s: a task file calls task(...)", strings.Join(c.Args().Slice(), ", "))
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	b, err := openBroker(ctx, s.Broker, s.Exchange, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	eng, err := engine.New(engine.Config{
+		Broker:          b,
+		BrokerURL:       s.Broker,
+		Exchange:        s.Exchange,
+		Logger:          log,
+		Registry:        reg,
+		AdminAddr:       s.AdminAddr,
+		ShutdownTimeout: s.ShutdownTimeout,
+		ScalingInterval: s.ScalingInterval,
+		Version:         versionString(),
+	}, l.tasks)
+	if err != nil {
+		return err
+	}
+	for _, t := range l.tasks {
+		log.Info("task loaded", "task", t.Spec.Name, "queue", t.Spec.Queue, "patterns", t.Spec.Patterns,
+			"work_model", string(t.Spec.WorkModel), "workers", t.Spec.MaxWorkers, "file", t.Spec.File)
+	}
+	log.Info("starting", "broker", broker.Redact(s.Broker), "exchange", s.Exchange, "version", versionString())
+
+	// The first INT, TERM or QUIT stops intake and lets in-flight messages
+	// finish; the second cancels them and hands them back.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	go func() {
+		graceful := true
+		for sig := range sigs {
+			if graceful {
+				log.Info("graceful shutdown: send the signal again to force", "signal", sig.String())
+				stop()
+				graceful = false
+				continue
+			}
+			log.Warn("forced shutdown", "signal", sig.String())
+			eng.Force()
+		}
+	}()
+	return eng.Run(ctx)
+}
+
+func checkCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "check",
+		Usage:     "load and validate task files as run would; print one line per task",
+		ArgsUsage: "PATH...",
+		Flags:     globalFlags(),
+		Action: func(c *cli.Context) error {
+			l, err := load(c)
+			if err != nil {
+				return err
+			}
+			w := c.App.Writer
+			for _, t := range l.tasks {
+				s := t.Spec
+				workers := fmt.Sprintf("%d", s.MaxWorkers)
+				if s.MinWorkers != s.MaxWorkers {
+					workers = fmt.Sprintf("%d..%d", s.MinWorkers, s.MaxWorkers)
+				}
+				fmt.Fprintf(w, "%s\tqueue=%s\tpatterns=%s\twork_model=%s\tworkers=%s\tfile=%s\n",
+					s.Name, s.Queue, strings.Join(s.Patterns, ","), s.WorkModel, workers, s.File)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "%d tasks OK\n", len(l.tasks))
+			return nil
+		},
+	}
+}

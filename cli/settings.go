@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/symphony-go/symphony/starlarklib"
+)
+
+// settings are the daemon-wide options after merging, in order of
+// precedence: flags, environment, symphony.star, defaults.
+type settings struct {
+	Broker          string
+	Exchange        string
+	AdminAddr       string
+	LogFormat       string
+	LogLevel        slog.Level
+	ShutdownTimeout time.Duration
+	ScalingInterval time.Duration
+	ThrottleMax     int
+	ThrottleFactor  float64
+	Tasks           []string
+	NoWatch         bool
+}
+
+// option is one global flag: its name, default and how to read a value.
+type option struct {
+	name, value, usage string
+	list, boolean      bool
+	apply              func(s *settings, values []string) error
+}
+
+var options = []option{
+	{name: "broker", value: "sqlite:symphony.db", usage: "broker URL: sqlite:PATH or amqp://user:pass@host:port/vhost",
+		apply: func(s *settings, v []string) error { s.Broker = v[0]; return nil }},
+	{name: "exchange", value: "symphony", usage: "topic exchange to consume from and publish to",
+		apply: func(s *settings, v []string) error { s.Exchange = v[0]; return nil }},
+	{name: "admin-addr", value: "127.0.0.1:9780", usage: "address of /metrics, /healthz, /readyz and /status; empty disables",
+		apply: func(s *settings, v []string) error { s.AdminAddr = v[0]; return nil }},
+	{name: "log-format", value: "text", usage: "log format: text or json",
+		apply: func(s *settings, v []string) error {
+			if v[0] != "text" && v[0] != "json" {
+				return fmt.Errorf("log format %q: use text or json", v[0])
+			}
+			s.LogFormat = v[0]
+			return nil
+		}},
+	{name: "log-level", value: "info", usage: "log level: debug, info, warn or error",
+		apply: func(s *settings, v []string) error {
+			return s.LogLevel.UnmarshalText([]byte(v[0]))
+		}},
+	{name: "shutdown-timeout", value: "30s", usage: "how long in-flight messages may finish after INT/TERM/QUIT",
+		apply: func(s *settings, v []string) (err error) { s.ShutdownTimeout, err = parseDuration(v[0]); return }},
+	{name: "scaling-interval", value: "0.1s", usage: "how often pools sample their queue",
+		apply: func(s *settings, v []string) (err error) { s.ScalingInterval, err = parseDuration(v[0]); return }},
+	{name: "throttle-max", value: "16", usage: "upper bound of the worker restart throttle",
+		apply: func(s *settings, v []string) (err error) { s.ThrottleMax, err = strconv.Atoi(v[0]); return }},
+	{name: "throttle-factor", value: "1", usage: "seconds per ln(n) of the worker restart throttle",
+		apply: func(s *settings, v []string) (err error) {
+			s.ThrottleFactor, err = strconv.ParseFloat(v[0], 64)
+			return
+		}},
+	{name: "task", list: true, usage: "run only this task (repeatable)",
+		apply: func(s *settings, v []string) error { s.Tasks = v; return nil }},
+	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change",
+		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},
+}
+
+// envName is the environment variable of a flag: SYMPHONY_LOG_FORMAT for
+// --log-format.
+func envName(flag string) string {
+	return "SYMPHONY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// globalFlags returns fresh flags for every option; each command gets its
+// own so that every flag is accepted after the command's name.
+func globalFlags() []cli.Flag {
+	var flags []cli.Flag
+	for _, o := range options {
+		env := []string{envName(o.name)}
+		switch {
+		case o.list:
+			flags = append(flags, &cli.StringSliceFlag{Name: o.name, Usage: o.usage, EnvVars: env})
+		case o.boolean:
+			flags = append(flags, &cli.BoolFlag{Name: o.name, Usage: o.usage, EnvVars: env})
+		default:
+			flags = append(flags, &cli.StringFlag{Name: o.name, Usage: o.usage, EnvVars: env, Value: o.value})
+		}
+	}
+	return flags
+}
+
+// resolve merges flags and environment (c) over symphony.star (file) over
+// the defaults. A bad flag or environment value is a usage error; a bad
+// symphony.star value names its position.
+func resolve(c *cli.Context, file starlarklib.Config) (settings, error) {
+	var s settings
+	for _, o := range options {
+		var values []string
+		source := ""
+		switch {
+		case c.IsSet(o.name):
+			switch {
+			case o.list:
+				values = c.StringSlice(o.name)
+			case o.boolean:
+				values = []string{strconv.FormatBool(c.Bool(o.name))}
+			default:
+				values = []string{c.String(o.name)}
+			}
+		case file[o.name].Pos != "":
+			values = file[o.name].Values
+			source = file[o.name].Pos
+		case o.list:
+			continue
+		default:
+			values = []string{o.value}
+		}
+		if len(values) == 0 && !o.list {
+			values = []string{""}
+		}
+		if err := o.apply(&s, values); err != nil {
+			if source != "" {
+				return s, fmt.Errorf("%s: config %s: %w", source, strings.ReplaceAll(o.name, "-", "_"), err)
+			}
+			return s, usagef("--%s (or %s): %w", o.name, envName(o.name), err)
+		}
+	}
+	return s, nil
+}
+
+// parseDuration reads "1m30s" or a number of seconds.
+func parseDuration(s string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if f < 0 {
+			return 0, fmt.Errorf("duration %q is negative", s)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration: use seconds or a form like 1m30s", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("duration %q is negative", s)
+	}
+	return d, nil
+}
+
+// newLogger builds the process's logger on w.
+func newLogger(s settings, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: s.LogLevel}
+	if s.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// configRoots are the directories whose symphony.star applies to commands
+// that take no tasks path: --tasks if given, else the working directory.
+func configRoots(c *cli.Context) []string {
+	if dir := c.String("tasks"); dir != "" {
+		return []string{dir}
+	}
+	if _, err := os.Stat("symphony.star"); err == nil {
+		return []string{"."}
+	}
+	return nil
+}
+
+// tasksFlag names the tasks root whose symphony.star publish and dead read.
+func tasksFlag() cli.Flag {
+	return &cli.StringFlag{Name: "tasks", EnvVars: []string{"SYMPHONY_TASKS"},
+		Usage: "tasks root whose symphony.star to read (default: the working directory's, if any)"}
+}
+
+// commandSettings loads symphony.star for a command without a tasks path
+// and resolves the settings.
+func commandSettings(c *cli.Context) (settings, error) {
+	var file starlarklib.Config
+	if roots := configRoots(c); roots != nil {
+		var err error
+		if file, err = starlarklib.LoadConfig(roots); err != nil {
+			return settings{}, err
+		}
+	}
+	return resolve(c, file)
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package symphonytest
+
+const raceEnabled = true
