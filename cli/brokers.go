@@ -4,15 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/broker/amqp"
 	"github.com/symphony-go/symphony/broker/sqlite"
 )
 
-// openBroker opens the broker a URL names. Errors name the URL without its
+// openBroker opens the broker a URL names. queues are the task queues the
+// caller knows of: RabbitMQ cannot list queues, so dead-letter commands
+// that cover every queue rely on them. Errors name the URL without its
 // password.
-func openBroker(ctx context.Context, url, exchange string, log *slog.Logger) (broker.Broker, error) {
+func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, queues []string) (broker.Broker, error) {
 	scheme, rest, _ := strings.Cut(url, ":")
 	switch scheme {
 	case "sqlite":
@@ -24,6 +28,19 @@ func openBroker(ctx context.Context, url, exchange string, log *slog.Logger) (br
 			return nil, fmt.Errorf("open broker %s: %w", broker.Redact(url), err)
 		}
 		return b, nil
+	case "amqp", "amqps":
+		host, _ := os.Hostname()
+		b, err := amqp.Open(ctx, url, amqp.Options{
+			Exchange: exchange,
+			Logger:   log,
+			Name:     fmt.Sprintf("symphony %s pid %d", host, os.Getpid()),
+			Queues:   queues,
+		})
+		if err != nil {
+			// Open's errors already name the URL, redacted.
+			return nil, err
+		}
+		return b, nil
 	}
-	return nil, usagef("broker %q: unknown kind %q; use sqlite:PATH", broker.Redact(url), scheme)
+	return nil, usagef("broker %q: unknown kind %q; use sqlite:PATH, amqp://... or amqps://...", broker.Redact(url), scheme)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/broker/amqp"
+	"github.com/symphony-go/symphony/starlarklib"
 )
 
 func deadCommand() *cli.Command {
@@ -64,8 +67,9 @@ func withDeadLetters(c *cli.Context, f func(context.Context, broker.DeadLetters)
 	if err != nil {
 		return err
 	}
+	log := newLogger(s, c.App.ErrWriter)
 	ctx := context.Background()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, newLogger(s, c.App.ErrWriter))
+	b, err := openBroker(ctx, s.Broker, s.Exchange, log, knownQueues(c, log))
 	if err != nil {
 		return err
 	}
@@ -81,7 +85,7 @@ func deadList(c *cli.Context) error {
 	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
 		list, err := dl.List(ctx, queue, c.Int("limit"))
 		if err != nil {
-			return fmt.Errorf("list dead letters: %w", err)
+			return deadError(err)
 		}
 		w := c.App.Writer
 		if c.Bool("json") {
@@ -95,7 +99,7 @@ func deadList(c *cli.Context) error {
 		}
 		total, err := dl.Count(ctx, queue)
 		if err != nil {
-			return fmt.Errorf("count dead letters: %w", err)
+			return deadError(err)
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tQUEUE\tROUTING KEY\tREASON\tATTEMPT\tDEAD AT\tERROR")
@@ -119,7 +123,7 @@ func deadShow(c *cli.Context) error {
 			return fmt.Errorf("no dead letter with id %s", c.Args().First())
 		}
 		if err != nil {
-			return fmt.Errorf("show dead letter: %w", err)
+			return deadError(err)
 		}
 		w := c.App.Writer
 		if c.Bool("json") {
@@ -156,12 +160,40 @@ func deadChange(c *cli.Context, verb string) error {
 		}
 		n, err := change(ctx, queue, ids)
 		if err != nil {
-			return fmt.Errorf("%s dead letters: %w", verb, err)
+			return deadError(err)
 		}
 		past := map[string]string{"replay": "replayed", "purge": "purged"}[verb]
 		fmt.Fprintf(c.App.Writer, "%s %d dead letters\n", past, n)
 		return nil
 	})
+}
+
+// deadError adds what to do to an error of the dead-letter commands.
+func deadError(err error) error {
+	if errors.Is(err, amqp.ErrAllQueues) {
+		return fmt.Errorf("%w, or give --tasks DIR so that symphony knows the task queues", err)
+	}
+	return err
+}
+
+// knownQueues are the queues of the tasks under the command's tasks root,
+// for brokers that cannot list their queues. A root whose tasks do not load
+// gives none: dead letters must stay reachable while task files are broken.
+func knownQueues(c *cli.Context, log *slog.Logger) []string {
+	roots := configRoots(c)
+	if roots == nil {
+		return nil
+	}
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log})
+	if err != nil {
+		log.Warn("task files do not load; name the TASK to reach its dead letters", "err", err)
+		return nil
+	}
+	queues := make([]string, 0, len(ts))
+	for _, t := range ts {
+		queues = append(queues, t.Spec.Queue)
+	}
+	return queues
 }
 
 // deadJSON is a dead letter as scripts read it: the body as text when it

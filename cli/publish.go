@@ -98,7 +98,7 @@ func publish(c *cli.Context) error {
 	defer payloads.Close()
 
 	ctx := context.Background()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log)
+	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil)
 	if err != nil {
 		return err
 	}

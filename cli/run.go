@@ -102,7 +102,7 @@ func run(c *cli.Context) error {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log)
+	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,18 @@ func example(t *testing.T, name string) string {
 	return p
 }
 
+// onEachBroker runs f on the embedded broker and on RabbitMQ.
+func onEachBroker(t *testing.T, f func(t *testing.T, env *symphonytest.Env)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		f(t, symphonytest.NewEnv(t))
+	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		t.Parallel()
+		f(t, symphonytest.NewRabbitEnv(t))
+	})
+}
+
 var publishedID = regexp.MustCompile(`published message (\S+) to`)
 
 func published(t *testing.T, r symphonytest.Result) string {
@@ -34,92 +46,95 @@ func published(t *testing.T, r symphonytest.Result) string {
 
 func TestHello(t *testing.T) {
 	t.Parallel()
-	env := symphonytest.NewEnv(t)
-	d := env.Start(example(t, "hello"))
-	id := published(t, env.MustRun("", "publish", "greeting.en", `{"name": "Ada"}`))
-	d.WaitFor("hello", map[string]string{"name": "Ada", "routing_key": "greeting.en", "message_id": id})
-	d.WaitFor("message acked", map[string]string{"message_id": id})
+	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+		d := env.Start(example(t, "hello"))
+		id := published(t, env.MustRun("", "publish", "greeting.en", `{"name": "Ada"}`))
+		d.WaitFor("hello", map[string]string{"name": "Ada", "routing_key": "greeting.en", "message_id": id})
+		d.WaitFor("message acked", map[string]string{"message_id": id})
 
-	// Not a JSON object: the payload arrives as bytes and is greeted as world.
-	id = published(t, env.MustRun("hi", "publish", "--content-type", "text/plain", "greeting.fr"))
-	d.WaitFor("hello", map[string]string{"name": "world", "message_id": id})
-	d.Stop()
+		// Not a JSON object: the payload arrives as bytes and is greeted as world.
+		id = published(t, env.MustRun("hi", "publish", "--content-type", "text/plain", "greeting.fr"))
+		d.WaitFor("hello", map[string]string{"name": "world", "message_id": id})
+		d.Stop()
+	})
 }
 
 func TestPipeline(t *testing.T) {
 	t.Parallel()
-	env := symphonytest.NewEnv(t)
-	d := env.Start(example(t, "pipeline"))
-	order := `{"id": 1, "lines": [{"price": 2.5, "quantity": 2}, {"price": 0.99}]}`
-	id := published(t, env.MustRun("", "publish", "order.placed", order))
-	receipt := d.WaitFor("receipt", nil)
-	if receipt.Str("order") != "1" || receipt.Str("total") != "5.99" || receipt.Str("correlation_id") != id {
-		t.Errorf("receipt = %v; want order 1, total 5.99, correlation id %s", receipt, id)
-	}
-	d.Stop()
+	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+		d := env.Start(example(t, "pipeline"))
+		order := `{"id": 1, "lines": [{"price": 2.5, "quantity": 2}, {"price": 0.99}]}`
+		id := published(t, env.MustRun("", "publish", "order.placed", order))
+		receipt := d.WaitFor("receipt", nil)
+		if receipt.Str("order") != "1" || receipt.Str("total") != "5.99" || receipt.Str("correlation_id") != id {
+			t.Errorf("receipt = %v; want order 1, total 5.99, correlation id %s", receipt, id)
+		}
+		d.Stop()
+	})
 }
 
 func TestFlaky(t *testing.T) {
 	t.Parallel()
-	env := symphonytest.NewEnv(t)
-	d := env.Start(example(t, "flaky"))
-	eventually := published(t, env.MustRun("", "publish", "flaky.job", `{"succeed_on": 3}`))
-	boom := published(t, env.MustRun("", "publish", "flaky.job", `{"boom": true}`))
-	never := published(t, env.MustRun("", "publish", "flaky.job", `{}`))
+	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+		d := env.Start(example(t, "flaky"))
+		eventually := published(t, env.MustRun("", "publish", "flaky.job", `{"succeed_on": 3}`))
+		boom := published(t, env.MustRun("", "publish", "flaky.job", `{"boom": true}`))
+		never := published(t, env.MustRun("", "publish", "flaky.job", `{}`))
 
-	d.WaitFor("succeeded", map[string]string{"message_id": eventually, "attempt": "3"})
-	dead := d.WaitFor("message dead-lettered", map[string]string{"message_id": boom})
-	if dead.Str("reason") != "error" || !strings.Contains(dead.Str("error"), "boom: the payload asked for it") ||
-		!strings.Contains(dead.Str("error"), "flaky.star:") {
-		t.Errorf("a failing message: %v", dead)
-	}
-	dead = d.WaitFor("message dead-lettered", map[string]string{"message_id": never})
-	if dead.Str("reason") != "max-attempts" || dead.Str("attempt") != "4" {
-		t.Errorf("a message that never succeeds: %v", dead)
-	}
-
-	type letter struct {
-		ID, Reason, Body string
-		Attempt          int
-	}
-	list := func() []letter {
-		out := env.MustRun("", "dead", "list", "--json", "flaky").Stdout
-		var ls []letter
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if line == "" {
-				continue
-			}
-			var l letter
-			if err := json.Unmarshal([]byte(line), &l); err != nil {
-				t.Fatalf("dead list --json line %q: %v", line, err)
-			}
-			ls = append(ls, l)
+		d.WaitFor("succeeded", map[string]string{"message_id": eventually, "attempt": "3"})
+		dead := d.WaitFor("message dead-lettered", map[string]string{"message_id": boom})
+		if dead.Str("reason") != "error" || !strings.Contains(dead.Str("error"), "boom: the payload asked for it") ||
+			!strings.Contains(dead.Str("error"), "flaky.star:") {
+			t.Errorf("a failing message: %v", dead)
 		}
-		return ls
-	}
-	ls := list()
-	if len(ls) != 2 || ls[0].Reason != "error" || ls[0].Body != `{"boom": true}` || ls[1].Reason != "max-attempts" || ls[1].Attempt != 4 {
-		t.Fatalf("dead list = %+v", ls)
-	}
-	show := env.MustRun("", "dead", "show", ls[0].ID).Stdout
-	if !strings.Contains(show, "Traceback") || !strings.Contains(show, `{"boom": true}`) {
-		t.Errorf("dead show:\n%s", show)
-	}
+		dead = d.WaitFor("message dead-lettered", map[string]string{"message_id": never})
+		if dead.Str("reason") != "max-attempts" || dead.Str("attempt") != "4" {
+			t.Errorf("a message that never succeeds: %v", dead)
+		}
 
-	if out := env.MustRun("", "dead", "replay", "flaky").Stdout; !strings.Contains(out, "replayed 2") {
-		t.Errorf("dead replay: %q", out)
-	}
-	// Replayed as first attempts: the failure dies again at once, the
-	// other after its four attempts.
-	d.WaitForNth(2, "message dead-lettered", map[string]string{"message_id": boom, "attempt": "1"})
-	d.WaitForNth(2, "message dead-lettered", map[string]string{"message_id": never, "attempt": "4"})
-	if out := env.MustRun("", "dead", "purge", "flaky").Stdout; !strings.Contains(out, "purged 2") {
-		t.Errorf("dead purge: %q", out)
-	}
-	if ls := list(); len(ls) != 0 {
-		t.Errorf("after purge: %+v", ls)
-	}
-	d.Stop()
+		type letter struct {
+			ID, Reason, Body string
+			Attempt          int
+		}
+		list := func() []letter {
+			out := env.MustRun("", "dead", "list", "--json", "flaky").Stdout
+			var ls []letter
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if line == "" {
+					continue
+				}
+				var l letter
+				if err := json.Unmarshal([]byte(line), &l); err != nil {
+					t.Fatalf("dead list --json line %q: %v", line, err)
+				}
+				ls = append(ls, l)
+			}
+			return ls
+		}
+		ls := list()
+		if len(ls) != 2 || ls[0].Reason != "error" || ls[0].Body != `{"boom": true}` || ls[1].Reason != "max-attempts" || ls[1].Attempt != 4 {
+			t.Fatalf("dead list = %+v", ls)
+		}
+		show := env.MustRun("", "dead", "show", ls[0].ID).Stdout
+		if !strings.Contains(show, "Traceback") || !strings.Contains(show, `{"boom": true}`) {
+			t.Errorf("dead show:\n%s", show)
+		}
+
+		if out := env.MustRun("", "dead", "replay", "flaky").Stdout; !strings.Contains(out, "replayed 2") {
+			t.Errorf("dead replay: %q", out)
+		}
+		// Replayed as first attempts: the failure dies again at once, the
+		// other after its four attempts.
+		d.WaitForNth(2, "message dead-lettered", map[string]string{"message_id": boom, "attempt": "1"})
+		d.WaitForNth(2, "message dead-lettered", map[string]string{"message_id": never, "attempt": "4"})
+		if out := env.MustRun("", "dead", "purge", "flaky").Stdout; !strings.Contains(out, "purged 2") {
+			t.Errorf("dead purge: %q", out)
+		}
+		if ls := list(); len(ls) != 0 {
+			t.Errorf("after purge: %+v", ls)
+		}
+		d.Stop()
+	})
 }
 
 func TestExamplesCheck(t *testing.T) {

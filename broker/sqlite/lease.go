@@ -215,7 +215,7 @@ func (b *Broker) ackedDone(acks, done []ack) {
 // messages to be redelivered.
 func (b *Broker) flushAcks() {
 	if err := b.write(context.Background(), false, true, nil); err != nil {
-		b.log.Warn("write acks failed; the messages will be redelivered", "error", err)
+		b.log.Warn("write acks failed; the messages will be redelivered", "err", err)
 	}
 }
 
@@ -246,7 +246,7 @@ func (b *Broker) ackLoop() {
 			}
 		}
 		if err := b.write(context.Background(), false, true, nil); err != nil {
-			b.log.Warn("write acks failed; will retry", "error", err)
+			b.log.Warn("write acks failed; will retry", "err", err)
 			retry = min(max(2*retry, 50*time.Millisecond), time.Second)
 			continue
 		}
@@ -268,7 +268,7 @@ func (b *Broker) heartbeatLoop() {
 		case <-t.C:
 		}
 		if err := b.heartbeat(context.Background()); err != nil {
-			b.log.Warn("renew leases failed; will retry", "error", err)
+			b.log.Warn("renew leases failed; will retry", "err", err)
 		}
 	}
 }
@@ -307,7 +307,7 @@ func (b *Broker) pollLoop() {
 		}
 		v, err := b.dataVersion()
 		if err != nil {
-			b.log.Warn("poll for other processes' writes failed", "error", err)
+			b.log.Warn("poll for other processes' writes failed", "err", err)
 			continue
 		}
 		if v != last {

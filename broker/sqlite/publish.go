@@ -369,6 +369,6 @@ func (b *Broker) detach(id int64, durable bool) {
 		return deleteQueue(ctx, w, id)
 	})
 	if err != nil {
-		b.log.Warn("delete non-durable queue failed", "queue_id", id, "error", err)
+		b.log.Warn("delete non-durable queue failed", "queue_id", id, "err", err)
 	}
 }

@@ -270,7 +270,7 @@ func (c *consumer) take(ctx context.Context, n int, block bool) []row {
 				return nil
 			}
 			backoff = min(max(2*backoff, c.b.cfg.poll), 2*time.Second)
-			c.log.Warn("take messages failed; retrying", "error", err, "retry_in", backoff)
+			c.log.Warn("take messages failed; retrying", "err", err, "retry_in", backoff)
 			if !block || !c.sleep(ctx, backoff) {
 				return nil
 			}
@@ -327,7 +327,7 @@ func (c *consumer) release(rows []row, unsent bool) {
 	}
 	if err := c.b.release(rows, unsent); err != nil {
 		c.log.Warn("return messages to the queue failed; they come back when their lease expires",
-			"messages", len(rows), "error", err)
+			"messages", len(rows), "err", err)
 	}
 	c.b.notify.wake(c.id)
 }
@@ -335,7 +335,7 @@ func (c *consumer) release(rows []row, unsent bool) {
 func (c *consumer) message(r row) *message.Message {
 	md := message.Metadata{}
 	if err := json.Unmarshal([]byte(r.metadata), &md); err != nil {
-		c.log.Warn("stored metadata does not decode; delivering without it", "message_uuid", r.uuid, "error", err)
+		c.log.Warn("stored metadata does not decode; delivering without it", "message_uuid", r.uuid, "err", err)
 		md = message.Metadata{}
 	}
 	md[broker.MetaExchange] = c.b.exchange
@@ -465,7 +465,7 @@ func (b *Broker) releaseAll() {
 	}
 	if err := b.release(rows, false); err != nil {
 		b.log.Warn("return messages to the queue failed; they come back when their lease expires",
-			"messages", len(rows), "error", err)
+			"messages", len(rows), "err", err)
 	}
 }
 

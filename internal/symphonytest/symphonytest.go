@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -66,6 +67,8 @@ func Binary(t testing.TB) string {
 type Env struct {
 	t   testing.TB
 	Dir string
+	// URL is the broker's URL.
+	URL string
 	// Vars are added to each command's environment.
 	Vars []string
 }
@@ -73,8 +76,9 @@ type Env struct {
 // NewEnv gives a test its own directory and embedded broker.
 func NewEnv(t testing.TB) *Env {
 	dir := t.TempDir()
-	return &Env{t: t, Dir: dir, Vars: []string{
-		"SYMPHONY_BROKER=sqlite:" + filepath.Join(dir, "symphony.db"),
+	url := "sqlite:" + filepath.Join(dir, "symphony.db")
+	return &Env{t: t, Dir: dir, URL: url, Vars: []string{
+		"SYMPHONY_BROKER=" + url,
 		"SYMPHONY_ADMIN_ADDR=127.0.0.1:0",
 	}}
 }
@@ -257,6 +261,45 @@ func (d *Daemon) WaitForNth(n int, msg string, want map[string]string) Event {
 			d.t.Fatalf("daemon exited (%v) before %d× %q %v", d.err, n, msg, want)
 		case <-deadline:
 			d.t.Fatalf("no %d× %q %v within %s", n, msg, want, Wait)
+		}
+	}
+}
+
+// Events are the events with message msg logged so far.
+func (d *Daemon) Events(msg string) []Event {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []Event
+	for _, ev := range d.events {
+		if ev.Str("msg") == msg {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// Until waits until cond holds, checking it again whenever one of the
+// daemons logs something.
+func Until(t testing.TB, what string, cond func() bool, daemons ...*Daemon) {
+	t.Helper()
+	deadline := time.After(Wait)
+	for {
+		var changed []chan struct{}
+		for _, d := range daemons {
+			d.mu.Lock()
+			changed = append(changed, d.changed)
+			d.mu.Unlock()
+		}
+		if cond() {
+			return
+		}
+		cases := make([]reflect.SelectCase, 0, len(changed)+1)
+		for _, c := range changed {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c)})
+		}
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(deadline)})
+		if i, _, _ := reflect.Select(cases); i == len(changed) {
+			t.Fatalf("waited %s for %s", Wait, what)
 		}
 	}
 }
