@@ -77,6 +77,11 @@ type Spec struct {
 	Patterns []string
 	// WorkModel defaults to Longlived.
 	WorkModel WorkModel
+	// Scaler decides the pool size of a Scaled task.
+	Scaler Scaler
+	// ScaleInterval is how often a Scaled task's pool decides; zero means
+	// the daemon's scaling interval.
+	ScaleInterval time.Duration
 	// MinWorkers and MaxWorkers bound the pool; both default to 1.
 	MinWorkers, MaxWorkers int
 	// Prefetch is how many messages a worker may hold; defaults to 10.
