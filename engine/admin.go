@@ -39,70 +39,108 @@ func (e *Engine) adminServer() *http.Server {
 
 // Status is what the daemon reports about itself at /status.
 type Status struct {
-	Version   string       `json:"version,omitempty"`
-	Broker    string       `json:"broker"`
-	Exchange  string       `json:"exchange"`
-	Connected bool         `json:"connected"`
-	Ready     bool         `json:"ready"`
-	StartedAt time.Time    `json:"started_at"`
-	Tasks     []TaskStatus `json:"tasks"`
+	Version    string       `json:"version,omitempty"`
+	Broker     string       `json:"broker"`
+	Exchange   string       `json:"exchange"`
+	Connected  bool         `json:"connected"`
+	Ready      bool         `json:"ready"`
+	StartedAt  time.Time    `json:"started_at"`
+	Generation int          `json:"generation"`
+	Tasks      []TaskStatus `json:"tasks"`
 }
 
 // TaskStatus is one task's part of Status.
 type TaskStatus struct {
-	Name       string         `json:"name"`
-	Queue      string         `json:"queue"`
-	File       string         `json:"file"`
-	Patterns   []string       `json:"patterns"`
-	WorkModel  string         `json:"work_model"`
-	Isolation  string         `json:"isolation"`
-	Workers    WorkerCount    `json:"workers"`
-	Prefetch   int            `json:"prefetch"`
-	QueueDepth int64          `json:"queue_depth"`
-	Messages   map[string]int `json:"messages"`
-	LastError  *failure       `json:"last_error"`
+	Name       string      `json:"name"`
+	Queue      string      `json:"queue"`
+	File       string      `json:"file"`
+	Patterns   []string    `json:"patterns"`
+	WorkModel  string      `json:"work_model"`
+	Isolation  string      `json:"isolation"`
+	Workers    WorkerCount `json:"workers"`
+	Prefetch   int         `json:"prefetch"`
+	QueueDepth int64       `json:"queue_depth"`
+	// Throttle is how long worker starts are spaced after failures, in
+	// seconds.
+	Throttle    float64        `json:"throttle_seconds"`
+	LastStart   *happening     `json:"last_start"`
+	LastExit    *happening     `json:"last_exit"`
+	ScalerError string         `json:"scaler_error,omitempty"`
+	Draining    int            `json:"draining"`
+	Messages    map[string]int `json:"messages"`
+	LastError   *failure       `json:"last_error"`
 }
 
-// WorkerCount is a pool's size and bounds.
+// WorkerCount is a pool's size, how many of its workers are busy, and its
+// bounds.
 type WorkerCount struct {
-	Now int `json:"now"`
-	Min int `json:"min"`
-	Max int `json:"max"`
+	Now  int `json:"now"`
+	Busy int `json:"busy"`
+	Min  int `json:"min"`
+	Max  int `json:"max"`
 }
 
 // Status reports the engine's state now.
 func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	s := Status{
-		Version:   e.cfg.Version,
-		Broker:    broker.Redact(e.cfg.BrokerURL),
-		Exchange:  e.cfg.Exchange,
-		Connected: e.cfg.Broker.Connected(),
-		Ready:     e.isReady(),
-		StartedAt: e.started,
-		Tasks:     []TaskStatus{},
+		Version:    e.cfg.Version,
+		Broker:     broker.Redact(e.cfg.BrokerURL),
+		Exchange:   e.cfg.Exchange,
+		Connected:  e.cfg.Broker.Connected(),
+		Ready:      e.isReady(),
+		StartedAt:  e.started,
+		Generation: e.generation,
+		Tasks:      []TaskStatus{},
 	}
-	for _, p := range e.pools {
+	draining := map[string]int{}
+	for p := range e.draining {
+		draining[p.task.Spec.Name]++
+	}
+	for _, name := range e.order {
+		p := e.current[name]
 		spec := p.task.Spec
-		p.mu.Lock()
-		last := p.lastErr
-		p.mu.Unlock()
+		v := p.snapshot()
+		state := p.state
+		state.mu.Lock()
+		last := state.lastErr
+		state.mu.Unlock()
 		s.Tasks = append(s.Tasks, TaskStatus{
-			Name:       spec.Name,
-			Queue:      spec.Queue,
-			File:       spec.File,
-			Patterns:   spec.Patterns,
-			WorkModel:  string(spec.WorkModel),
-			Isolation:  string(spec.Isolation),
-			Workers:    WorkerCount{Now: int(p.workers.Load()), Min: spec.MinWorkers, Max: spec.MaxWorkers},
-			Prefetch:   spec.EffectivePrefetch(),
-			QueueDepth: p.depth.Load(),
+			Name:        spec.Name,
+			Queue:       spec.Queue,
+			File:        spec.File,
+			Patterns:    spec.Patterns,
+			WorkModel:   string(spec.WorkModel),
+			Isolation:   string(spec.Isolation),
+			Workers:     WorkerCount{Now: v.Workers, Busy: v.Busy, Min: spec.MinWorkers, Max: spec.MaxWorkers},
+			Prefetch:    spec.EffectivePrefetch(),
+			QueueDepth:  v.Depth,
+			Throttle:    v.Throttle.Seconds(),
+			LastStart:   v.LastStart,
+			LastExit:    v.LastExit,
+			ScalerError: v.ScalerError,
+			Draining:    draining[name],
 			Messages: map[string]int{
-				"ack":   int(p.counts[0].Load()),
-				"retry": int(p.counts[1].Load()),
-				"dead":  int(p.counts[2].Load()),
+				"ack":   int(state.counts[0].Load()),
+				"retry": int(state.counts[1].Load()),
+				"dead":  int(state.counts[2].Load()),
 			},
 			LastError: last,
 		})
 	}
 	return s
+}
+
+// LogStatus writes a summary of every task to the log (SIGUSR1).
+func (e *Engine) LogStatus() {
+	s := e.Status()
+	e.log.Info("status", "generation", s.Generation, "tasks", len(s.Tasks), "connected", s.Connected, "ready", s.Ready,
+		"uptime", time.Since(s.StartedAt).Round(time.Second).String())
+	for _, t := range s.Tasks {
+		e.log.Info("status of task", "task", t.Name, "work_model", t.WorkModel, "isolation", t.Isolation,
+			"workers", t.Workers.Now, "busy", t.Workers.Busy, "min", t.Workers.Min, "max", t.Workers.Max,
+			"queue_depth", t.QueueDepth, "throttle_seconds", t.Throttle, "draining", t.Draining,
+			"ack", t.Messages["ack"], "retry", t.Messages["retry"], "dead", t.Messages["dead"])
+	}
 }

@@ -137,6 +137,11 @@ func spec(name string, patterns ...string) tasks.Spec {
 
 func newRig(t *testing.T, cfg Config, ts ...tasks.Task) *rig {
 	t.Helper()
+	return newRigWith(t, cfg, true, ts...)
+}
+
+func newRigWith(t *testing.T, cfg Config, waitReady bool, ts ...tasks.Task) *rig {
+	t.Helper()
 	ev := newEvents()
 	b, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "engine.db"), sqlite.Options{Logger: slog.New(ev)})
 	if err != nil {
@@ -159,6 +164,9 @@ func newRig(t *testing.T, cfg Config, ts ...tasks.Task) *rig {
 			r.stop()
 		}
 	})
+	if !waitReady {
+		return r
+	}
 	select {
 	case <-e.Ready():
 	case err := <-r.done:

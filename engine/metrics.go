@@ -12,6 +12,7 @@ type metrics struct {
 	workers  *prometheus.GaugeVec
 	depth    *prometheus.GaugeVec
 	timeouts *prometheus.CounterVec
+	restarts *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,8 +38,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "symphony_timeouts_total",
 			Help: "Runs stopped because they exceeded their task's timeout.",
 		}, []string{"task"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "symphony_worker_restarts_total",
+			Help: "Workers started to replace workers that failed.",
+		}, []string{"task"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts, m.restarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

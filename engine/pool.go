@@ -2,10 +2,10 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
-	"strconv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,27 +16,16 @@ import (
 	"github.com/symphony-go/symphony/tasks"
 )
 
-// settleTimeout bounds the broker calls that settle one message. They run
-// on their own context so that a shutdown never strands a message between
-// its retry copy and its ack.
-const settleTimeout = 30 * time.Second
-
-// pool is the workers of one task.
-type pool struct {
-	eng  *Engine
-	task tasks.Task
-	log  *slog.Logger
-	sub  message.Subscriber
-
-	workers atomic.Int64
-	depth   atomic.Int64
-	counts  [3]atomic.Int64 // by tasks.Action: Ack, Retry, Dead
+// taskState is what outlives a task's pools across reloads: its counts and
+// last failure.
+type taskState struct {
+	counts [3]atomic.Int64 // by tasks.Action: Ack, Retry, Dead
 
 	mu      sync.Mutex
 	lastErr *failure
 }
 
-// failure is the last message a pool dead-lettered or retried, for status.
+// failure is the last message a task dead-lettered or retried, for status.
 type failure struct {
 	At        time.Time `json:"at"`
 	MessageID string    `json:"message_id"`
@@ -45,10 +34,102 @@ type failure struct {
 	Error     string    `json:"error,omitempty"`
 }
 
-func newPool(e *Engine, t tasks.Task) *pool {
-	return &pool{eng: e, task: t, log: e.log.With("task", t.Spec.Name)}
+// happening is a dated reason, for status: why a worker started or exited.
+type happening struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
 }
 
+// worker is one of a pool's workers: a goroutine or a child process.
+type worker interface {
+	// stop asks the worker to take no more messages; it finishes the one
+	// it handles and exits.
+	stop()
+	// busy reports whether it handles a message now.
+	busy() bool
+	// idle is how long ago it last finished a message (or started).
+	idle(now time.Time) time.Duration
+}
+
+// exit is a worker's end: nil err for a clean stop.
+type exit struct {
+	id  int
+	err error
+}
+
+// pool is the workers of one task, sized by its work model.
+type pool struct {
+	eng    *Engine
+	task   tasks.Task
+	state  *taskState
+	log    *slog.Logger
+	run    *runner
+	sub    message.Subscriber
+	scaler tasks.Scaler
+	every  time.Duration
+
+	// cancel stops the pool's intake: its workers drain and exit.
+	cancel context.CancelFunc
+	done   chan struct{}
+	ready  func() // called once, when min_workers have subscribed
+
+	subscribed atomic.Int64
+	exits      chan exit
+
+	// Owned by the pool's loop.
+	workers  map[int]worker
+	stopping map[int]bool
+	nextID   int
+	samples  ring
+	throttle throttle
+	restarts int // failed workers not yet replaced
+
+	mu   sync.Mutex
+	view poolView
+}
+
+// poolView is what status shows of a pool.
+type poolView struct {
+	Workers     int
+	Busy        int
+	Depth       int64
+	Throttle    time.Duration
+	LastStart   *happening
+	LastExit    *happening
+	ScalerError string
+}
+
+func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
+	spec := t.Spec
+	log := e.log.With("task", spec.Name)
+	p := &pool{
+		eng:      e,
+		task:     t,
+		state:    state,
+		log:      log,
+		run:      &runner{task: t, broker: e.cfg.Broker, log: log},
+		every:    e.cfg.ScalingInterval,
+		done:     make(chan struct{}),
+		exits:    make(chan exit),
+		workers:  map[int]worker{},
+		stopping: map[int]bool{},
+		throttle: throttle{limit: e.cfg.ThrottleMax, factor: e.cfg.ThrottleFactor},
+	}
+	switch spec.WorkModel {
+	case tasks.Oneshot:
+		p.scaler = fill{}
+	case tasks.Scaled:
+		p.scaler = spec.Scaler
+		if spec.ScaleInterval > 0 {
+			p.every = spec.ScaleInterval
+		}
+	default:
+		p.scaler = longlived{}
+	}
+	return p
+}
+
+// open makes the pool's subscriber.
 func (p *pool) open() error {
 	spec := p.task.Spec
 	sub, err := p.eng.cfg.Broker.Subscriber(broker.ConsumeOptions{
@@ -62,215 +143,269 @@ func (p *pool) open() error {
 	return nil
 }
 
-// close ends every subscription; anything still unacked goes back to the
-// queue.
-func (p *pool) close() {
-	if p.sub == nil {
-		return
+// loop starts min_workers, then every interval samples the queue, decides
+// the pool's size and moves it one step towards it, until intake stops;
+// then it waits for its workers to settle or hand back their messages.
+func (p *pool) loop(intake, hard context.Context) {
+	defer close(p.done)
+	defer func() {
+		if err := p.sub.Close(); err != nil {
+			p.log.Error("close subscriber", "err", err)
+		}
+	}()
+	p.throttle.started(time.Now())
+	for range p.task.Spec.MinWorkers {
+		p.start(intake, hard, "min_workers")
 	}
-	if err := p.sub.Close(); err != nil {
-		p.log.Error("close subscriber", "err", err)
-	}
-}
-
-// size is how many workers the pool runs. It is the one place the pool
-// decides its size.
-func (p *pool) size() int { return p.task.Spec.MaxWorkers }
-
-// run starts the workers and samples the queue until intake stops, then
-// waits for the workers to settle or hand back their messages.
-func (p *pool) run(intake, hard context.Context) {
-	var wg sync.WaitGroup
-	for i := range p.size() {
-		wg.Go(func() { p.work(intake, hard, i) })
-	}
-	p.sample(intake)
-	tick := time.NewTicker(p.eng.cfg.ScalingInterval)
+	p.publishView(0)
+	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
 		select {
-		case <-intake.Done():
-			wg.Wait()
-			return
+		case ex := <-p.exits:
+			p.reap(ex)
 		case <-tick.C:
-			p.sample(intake)
-		}
-	}
-}
-
-func (p *pool) sample(ctx context.Context) {
-	n, err := p.eng.cfg.Broker.Depth(ctx, p.task.Spec.Queue)
-	if err != nil {
-		if ctx.Err() == nil {
-			p.log.Warn("measure queue depth", "err", err)
-		}
-		return
-	}
-	p.depth.Store(int64(n))
-	p.eng.metrics.depth.WithLabelValues(p.task.Spec.Name).Set(float64(n))
-}
-
-// work is one worker: a subscription whose messages it handles one at a
-// time until intake stops. A subscription that breaks is made again, with
-// a growing pause.
-func (p *pool) work(intake, hard context.Context, id int) {
-	name := p.task.Spec.Name
-	p.eng.metrics.workers.WithLabelValues(name).Set(float64(p.workers.Add(1)))
-	defer func() { p.eng.metrics.workers.WithLabelValues(name).Set(float64(p.workers.Add(-1))) }()
-	log := p.log.With("worker", id)
-	var first sync.Once
-	pause := 100 * time.Millisecond
-	for intake.Err() == nil {
-		msgs, err := p.sub.Subscribe(intake, p.task.Spec.Queue)
-		if err != nil {
-			log.Error("subscribe", "err", err, "retry_in", pause.String())
-			select {
-			case <-intake.Done():
-			case <-time.After(pause):
+			p.tick(intake, hard)
+		case <-intake.Done():
+			for len(p.workers) > 0 {
+				p.reap(<-p.exits)
 			}
-			pause = min(pause*2, 5*time.Second)
-			continue
-		}
-		first.Do(p.eng.subscribed)
-		pause = 100 * time.Millisecond
-		for msg := range msgs {
-			p.handle(hard, msg)
+			p.publishView(p.depthNow())
+			return
 		}
 	}
 }
 
-// handle runs one message through the task and settles it on the broker.
-func (p *pool) handle(hard context.Context, msg *message.Message) {
+// tick is one scaling step.
+func (p *pool) tick(intake, hard context.Context) {
 	spec := p.task.Spec
-	start := time.Now()
-	var (
-		res  tasks.Result
-		stop error
-	)
-	d, err := broker.Delivery(msg)
-	if err != nil {
-		d = &tasks.Delivery{MessageID: msg.UUID, Attempt: broker.Attempt(msg)}
-		res = tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("read message properties: %v: %w", err, tasks.ErrDecode)}
-	} else {
-		d.Task = spec.Name
-		if d.Queue == "" {
-			d.Queue = spec.Queue
-		}
-		ctx, cancel := p.runContext(hard)
-		res = p.call(ctx, d)
-		if ctx.Err() != nil {
-			stop = context.Cause(ctx)
-		}
-		cancel()
+	now := time.Now()
+	depth, err := p.eng.cfg.Broker.Depth(intake, spec.Queue)
+	switch {
+	case err == nil:
+		p.samples.add(tasks.Sample{At: now, Ready: depth})
+		p.eng.metrics.depth.WithLabelValues(spec.Name).Set(float64(depth))
+	case intake.Err() == nil:
+		p.log.Warn("measure queue depth", "err", err)
 	}
-	out := tasks.Decide(spec, d.Attempt, res, stop)
-	if out.Action == tasks.Ack && len(res.Publications) > 0 {
-		if err := p.publish(d, res.Publications); err != nil {
-			out = tasks.Decide(spec, d.Attempt, tasks.Result{Verdict: tasks.RetryRequested, Reason: err.Error()}, nil)
+	running := p.running()
+	stats := tasks.Stats{Samples: p.samples.snapshot(), Workers: len(running), Min: spec.MinWorkers, Max: spec.MaxWorkers,
+		IdleTimeout: spec.IdleTimeout}
+	for _, w := range running {
+		if w.busy() {
+			stats.Busy++
+		}
+		stats.Idle = append(stats.Idle, w.idle(now))
+	}
+	want, err := p.decide(intake, stats)
+	p.setScalerError(err)
+	if err == nil {
+		target := clamp(want, spec.MinWorkers, spec.MaxWorkers)
+		switch n := len(running); {
+		case target > n:
+			// oneshot fills every free place at once; the others grow by
+			// one worker per interval.
+			starts := 1
+			if spec.WorkModel == tasks.Oneshot {
+				starts = target - n
+			}
+			reason := "scale up"
+			for ; starts > 0 && p.throttle.allows(time.Now()); starts-- {
+				if p.restarts > 0 {
+					reason = "replace a failed worker"
+				}
+				p.start(intake, hard, reason)
+			}
+		case target < n:
+			p.stopOne(running, now)
 		}
 	}
-	p.settle(msg, d, out)
-	p.record(d, out, time.Since(start))
+	p.publishView(int64(max(depth, 0)))
 }
 
-// call runs the handler; a panic in it fails the run instead of the
-// daemon.
-func (p *pool) call(ctx context.Context, d *tasks.Delivery) (res tasks.Result) {
-	defer func() {
-		if r := recover(); r != nil {
-			res = tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("handler panicked: %v", r), Backtrace: fmt.Sprintf("handler panicked: %v\n%s", r, debug.Stack())}
-		}
-	}()
-	return p.task.Handler.Handle(ctx, d)
-}
-
-// runContext bounds one run by the task's timeout and by the hard stop.
-func (p *pool) runContext(hard context.Context) (context.Context, context.CancelFunc) {
-	if t := p.task.Spec.Timeout; t > 0 {
-		return context.WithTimeoutCause(hard, t, tasks.ErrTimeout)
-	}
-	return context.WithCancel(hard)
-}
-
-// publish sends what a successful run published, before its delivery is
-// acked: a crash in between repeats the message, never loses one.
-func (p *pool) publish(d *tasks.Delivery, pubs []tasks.Publication) error {
-	correlation := d.CorrelationID
-	if correlation == "" {
-		correlation = d.MessageID
-	}
-	for _, pub := range pubs {
-		msg, err := broker.NewMessage(pub)
-		if err != nil {
-			return fmt.Errorf("publish %s: %w", pub.RoutingKey, err)
-		}
-		msg.Metadata.Set(broker.MetaCorrelationID, correlation)
-		if err := p.eng.cfg.Broker.Publish(pub.RoutingKey, msg); err != nil {
-			return fmt.Errorf("publish %s: %w", pub.RoutingKey, err)
-		}
-	}
-	return nil
-}
-
-// settle carries out an outcome on the broker. A retry or dead letter is
-// stored before the original is acked; if storing fails the original goes
-// back to the queue instead.
-func (p *pool) settle(msg *message.Message, d *tasks.Delivery, out tasks.Outcome) {
-	b := p.eng.cfg.Broker
-	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+// decide asks the work model for the pool's size; a scaler written in
+// Starlark gets a deadline, so a slow one cannot stall the pool.
+func (p *pool) decide(ctx context.Context, s tasks.Stats) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(p.every, time.Second))
 	defer cancel()
-	queue := p.task.Spec.Queue
-	switch out.Action {
-	case tasks.Ack:
-		msg.Ack()
-	case tasks.Release:
-		msg.Nack()
-	case tasks.Retry:
-		again := msg.Copy()
-		again.Metadata.Set(broker.MetaAttempt, strconv.Itoa(d.Attempt+1))
-		delete(again.Metadata, broker.MetaRedelivered)
-		if err := b.Requeue(ctx, queue, again, out.Delay); err != nil {
-			p.log.Error("requeue message for retry; returning it to the queue", "message_id", d.MessageID, "err", err)
-			msg.Nack()
+	return p.scaler.Decide(ctx, s)
+}
+
+// running are the workers not asked to stop.
+func (p *pool) running() map[int]worker {
+	out := make(map[int]worker, len(p.workers))
+	for id, w := range p.workers {
+		if !p.stopping[id] {
+			out[id] = w
+		}
+	}
+	return out
+}
+
+// start starts one worker.
+func (p *pool) start(intake, hard context.Context, reason string) {
+	id := p.nextID
+	p.nextID++
+	ctx, cancel := context.WithCancel(intake)
+	var w worker
+	if p.task.Spec.Isolation == tasks.Process {
+		pw, err := p.startProcess(ctx, cancel, hard, id)
+		if err != nil {
+			cancel()
+			// Counted as a failed start: the throttle spaces the next try.
+			p.throttle.started(time.Now())
+			p.throttle.exited(true)
+			p.log.Error("start worker process", "err", err)
+			p.mu.Lock()
+			p.view.LastExit = &happening{At: time.Now().UTC(), Reason: err.Error()}
+			p.mu.Unlock()
 			return
 		}
-		msg.Ack()
-	case tasks.Dead:
-		grave := broker.Grave{Task: p.task.Spec.Name, Reason: out.Reason, Error: out.Error, Attempt: d.Attempt}
-		if err := b.Bury(ctx, queue, msg, grave); err != nil {
-			p.log.Error("dead-letter message; returning it to the queue", "message_id", d.MessageID, "err", err)
-			msg.Nack()
-			return
+		w = pw
+	} else {
+		tw := &threadWorker{id: id, pool: p, cancel: cancel}
+		tw.lastActive.Store(time.Now().UnixNano())
+		w = tw
+		go func() {
+			err := tw.work(ctx, hard)
+			cancel()
+			p.exits <- exit{id: id, err: err}
+		}()
+	}
+	p.workers[id] = w
+	now := time.Now()
+	p.throttle.started(now)
+	if p.restarts > 0 {
+		p.restarts--
+		p.eng.metrics.restarts.WithLabelValues(p.task.Spec.Name).Inc()
+	}
+	p.eng.metrics.workers.WithLabelValues(p.task.Spec.Name).Inc()
+	p.mu.Lock()
+	p.view.LastStart = &happening{At: now.UTC(), Reason: reason}
+	p.mu.Unlock()
+	p.log.Debug("worker started", "worker", id, "reason", reason)
+}
+
+// stopOne asks the worker idle longest to stop; if every worker is busy,
+// the newest finishes its message and stops.
+func (p *pool) stopOne(running map[int]worker, now time.Time) {
+	ids := make([]int, 0, len(running))
+	for id := range running {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b int) int {
+		wa, wb := running[a], running[b]
+		if wa.busy() != wb.busy() {
+			if wa.busy() {
+				return 1
+			}
+			return -1
 		}
-		msg.Ack()
+		if d := wb.idle(now) - wa.idle(now); d != 0 {
+			return int(d)
+		}
+		return b - a
+	})
+	id := ids[0]
+	p.stopping[id] = true
+	running[id].stop()
+	p.log.Debug("worker stopping", "worker", id, "reason", "scale down")
+}
+
+// reap records a worker's end.
+func (p *pool) reap(ex exit) {
+	asked := p.stopping[ex.id]
+	delete(p.workers, ex.id)
+	delete(p.stopping, ex.id)
+	failed := ex.err != nil
+	p.throttle.exited(failed)
+	p.eng.metrics.workers.WithLabelValues(p.task.Spec.Name).Dec()
+	reason := "stopped"
+	switch {
+	case failed:
+		reason = ex.err.Error()
+		p.restarts++
+		p.log.Warn("worker failed", "worker", ex.id, "err", ex.err, "throttle", p.throttle.delay().String())
+	case asked:
+		reason = "scaled down"
+		p.log.Debug("worker stopped", "worker", ex.id, "reason", reason)
+	}
+	p.mu.Lock()
+	p.view.LastExit = &happening{At: time.Now().UTC(), Reason: reason}
+	p.mu.Unlock()
+}
+
+// workerSubscribed counts a worker's first subscription; the pool is ready
+// once min_workers have subscribed.
+func (p *pool) workerSubscribed() {
+	if p.subscribed.Add(1) == int64(p.task.Spec.MinWorkers) && p.ready != nil {
+		p.ready()
 	}
 }
 
-// record counts and logs an outcome.
-func (p *pool) record(d *tasks.Delivery, out tasks.Outcome, took time.Duration) {
+func (p *pool) setScalerError(err error) {
+	text := ""
+	if err != nil {
+		text = err.Error()
+	}
+	p.mu.Lock()
+	changed := p.view.ScalerError != text
+	p.view.ScalerError = text
+	p.mu.Unlock()
+	if changed && err != nil {
+		p.log.Error("scaler failed; the pool keeps its size", "err", err)
+	}
+}
+
+func (p *pool) depthNow() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.view.Depth
+}
+
+// publishView refreshes what status shows.
+func (p *pool) publishView(depth int64) {
+	busy := 0
+	for _, w := range p.running() {
+		if w.busy() {
+			busy++
+		}
+	}
+	p.mu.Lock()
+	p.view.Workers = len(p.workers)
+	p.view.Busy = busy
+	p.view.Depth = depth
+	p.view.Throttle = p.throttle.delay()
+	p.mu.Unlock()
+}
+
+func (p *pool) snapshot() poolView {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.view
+}
+
+// observe counts a handled message.
+func (p *pool) observe(h handled) {
 	name := p.task.Spec.Name
 	m := p.eng.metrics
-	m.duration.WithLabelValues(name).Observe(took.Seconds())
-	if out.TimedOut {
+	m.duration.WithLabelValues(name).Observe(h.took.Seconds())
+	if h.outcome.TimedOut {
 		m.timeouts.WithLabelValues(name).Inc()
 	}
-	attrs := []any{"message_id", d.MessageID, "routing_key", d.RoutingKey, "attempt", d.Attempt, "took", took.String()}
-	switch out.Action {
-	case tasks.Release:
-		p.log.Info("message returned to the queue", append(attrs, "reason", out.Reason)...)
-		return
-	case tasks.Ack:
-		p.log.Debug("message acked", attrs...)
-	case tasks.Retry:
-		p.log.Warn("message will be retried", append(attrs, "reason", out.Reason, "delay", out.Delay.String())...)
-	case tasks.Dead:
-		p.log.Error("message dead-lettered", append(attrs, "reason", out.Reason, "error", out.Error)...)
+	out := h.outcome
+	if out.Action == tasks.Release {
+		return // counted when it is handled again
 	}
-	p.counts[out.Action].Add(1)
+	p.state.counts[out.Action].Add(1)
 	m.messages.WithLabelValues(name, out.Action.String()).Inc()
 	if out.Action != tasks.Ack {
-		p.mu.Lock()
-		p.lastErr = &failure{At: time.Now().UTC(), MessageID: d.MessageID, Outcome: out.Action.String(), Reason: out.Reason, Error: out.Error}
-		p.mu.Unlock()
+		p.state.mu.Lock()
+		p.state.lastErr = &failure{At: time.Now().UTC(), MessageID: h.delivery.MessageID, Outcome: out.Action.String(),
+			Reason: out.Reason, Error: out.Error}
+		p.state.mu.Unlock()
 	}
 }
+
+// errSubscriptionEnded: the broker ended a subscription nobody stopped.
+var errSubscriptionEnded = errors.New("the subscription ended")

@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/tasks"
+)
+
+// settleTimeout bounds the broker calls that settle one message. They run
+// on their own context so that a shutdown never strands a message between
+// its retry copy and its ack.
+const settleTimeout = 30 * time.Second
+
+// runner runs the deliveries of one task and settles each on the broker.
+type runner struct {
+	task   tasks.Task
+	broker broker.Broker
+	log    *slog.Logger
+}
+
+// handled is what became of one delivery.
+type handled struct {
+	delivery *tasks.Delivery
+	outcome  tasks.Outcome
+	took     time.Duration
+}
+
+// handle runs one message through the task and settles it. hard is what
+// the run sees: cancelling it stops the run and hands the message back.
+func (r *runner) handle(hard context.Context, msg *message.Message) handled {
+	spec := r.task.Spec
+	start := time.Now()
+	var (
+		res  tasks.Result
+		stop error
+	)
+	d, err := broker.Delivery(msg)
+	if err != nil {
+		d = &tasks.Delivery{MessageID: msg.UUID, Attempt: broker.Attempt(msg)}
+		res = tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("read message properties: %v: %w", err, tasks.ErrDecode)}
+	} else {
+		d.Task = spec.Name
+		if d.Queue == "" {
+			d.Queue = spec.Queue
+		}
+		ctx, cancel := r.runContext(hard)
+		res = r.call(ctx, d)
+		if ctx.Err() != nil {
+			stop = context.Cause(ctx)
+		}
+		cancel()
+	}
+	out := tasks.Decide(spec, d.Attempt, res, stop)
+	if out.Action == tasks.Ack && len(res.Publications) > 0 {
+		if err := r.publish(d, res.Publications); err != nil {
+			out = tasks.Decide(spec, d.Attempt, tasks.Result{Verdict: tasks.RetryRequested, Reason: err.Error()}, nil)
+		}
+	}
+	r.settle(msg, d, out)
+	h := handled{delivery: d, outcome: out, took: time.Since(start)}
+	r.logOutcome(h)
+	return h
+}
+
+// call runs the handler; a panic in it fails the run instead of the
+// daemon.
+func (r *runner) call(ctx context.Context, d *tasks.Delivery) (res tasks.Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("handler panicked: %v", p),
+				Backtrace: fmt.Sprintf("handler panicked: %v\n%s", p, debug.Stack())}
+		}
+	}()
+	return r.task.Handler.Handle(ctx, d)
+}
+
+// runContext bounds one run by the task's timeout and by the hard stop.
+func (r *runner) runContext(hard context.Context) (context.Context, context.CancelFunc) {
+	if t := r.task.Spec.Timeout; t > 0 {
+		return context.WithTimeoutCause(hard, t, tasks.ErrTimeout)
+	}
+	return context.WithCancel(hard)
+}
+
+// publish sends what a successful run published, before its delivery is
+// acked: a crash in between repeats the message, never loses one.
+func (r *runner) publish(d *tasks.Delivery, pubs []tasks.Publication) error {
+	correlation := d.CorrelationID
+	if correlation == "" {
+		correlation = d.MessageID
+	}
+	for _, pub := range pubs {
+		msg, err := broker.NewMessage(pub)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", pub.RoutingKey, err)
+		}
+		msg.Metadata.Set(broker.MetaCorrelationID, correlation)
+		if err := r.broker.Publish(pub.RoutingKey, msg); err != nil {
+			return fmt.Errorf("publish %s: %w", pub.RoutingKey, err)
+		}
+	}
+	return nil
+}
+
+// settle carries out an outcome on the broker. A retry or dead letter is
+// stored before the original is acked; if storing fails the original goes
+// back to the queue instead.
+func (r *runner) settle(msg *message.Message, d *tasks.Delivery, out tasks.Outcome) {
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	queue := r.task.Spec.Queue
+	switch out.Action {
+	case tasks.Ack:
+		msg.Ack()
+	case tasks.Release:
+		msg.Nack()
+	case tasks.Retry:
+		again := msg.Copy()
+		again.Metadata.Set(broker.MetaAttempt, strconv.Itoa(d.Attempt+1))
+		delete(again.Metadata, broker.MetaRedelivered)
+		if err := r.broker.Requeue(ctx, queue, again, out.Delay); err != nil {
+			r.log.Error("requeue message for retry; returning it to the queue", "message_id", d.MessageID, "err", err)
+			msg.Nack()
+			return
+		}
+		msg.Ack()
+	case tasks.Dead:
+		grave := broker.Grave{Task: r.task.Spec.Name, Reason: out.Reason, Error: out.Error, Attempt: d.Attempt}
+		if err := r.broker.Bury(ctx, queue, msg, grave); err != nil {
+			r.log.Error("dead-letter message; returning it to the queue", "message_id", d.MessageID, "err", err)
+			msg.Nack()
+			return
+		}
+		msg.Ack()
+	}
+}
+
+func (r *runner) logOutcome(h handled) {
+	d, out := h.delivery, h.outcome
+	attrs := []any{"message_id", d.MessageID, "routing_key", d.RoutingKey, "attempt", d.Attempt, "took", h.took.String()}
+	switch out.Action {
+	case tasks.Release:
+		r.log.Info("message returned to the queue", append(attrs, "reason", out.Reason)...)
+	case tasks.Ack:
+		r.log.Debug("message acked", attrs...)
+	case tasks.Retry:
+		r.log.Warn("message will be retried", append(attrs, "reason", out.Reason, "delay", out.Delay.String())...)
+	case tasks.Dead:
+		r.log.Error("message dead-lettered", append(attrs, "reason", out.Reason, "error", out.Error)...)
+	}
+}
