@@ -59,6 +59,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			publishCommand(),
 			deadCommand(),
 			versionCommand(),
+			workerCommand(),
 		},
 	}
 	for _, c := range app.Commands {

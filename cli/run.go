@@ -119,7 +119,10 @@ func run(c *cli.Context) error {
 		AdminAddr:       s.AdminAddr,
 		ShutdownTimeout: s.ShutdownTimeout,
 		ScalingInterval: s.ScalingInterval,
+		ThrottleMax:     s.ThrottleMax,
+		ThrottleFactor:  s.ThrottleFactor,
 		Version:         versionString(),
+		Spawn:           spawner(c.Args().Slice(), s, s.Exchange),
 	}, l.tasks)
 	if err != nil {
 		return err
@@ -130,24 +133,39 @@ func run(c *cli.Context) error {
 	}
 	log.Info("starting", "broker", broker.Redact(s.Broker), "exchange", s.Exchange, "version", versionString())
 
-	// The first INT, TERM or QUIT stops intake and lets in-flight messages
-	// finish; the second cancels them and hands them back.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	// Signals are handled here and nowhere else. The first INT, TERM or
+	// QUIT stops intake and lets in-flight messages finish; the second
+	// cancels them and hands them back. HUP reloads; USR1 logs a status
+	// summary.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
+	reloads := make(chan string, 1)
 	go func() {
 		graceful := true
 		for sig := range sigs {
-			if graceful {
-				log.Info("graceful shutdown: send the signal again to force", "signal", sig.String())
-				stop()
-				graceful = false
-				continue
+			switch sig {
+			case syscall.SIGHUP:
+				select {
+				case reloads <- "SIGHUP":
+				default: // a reload is already due: it will read the newest files
+				}
+			case syscall.SIGUSR1:
+				eng.LogStatus()
+			default:
+				if graceful {
+					log.Info("graceful shutdown: send the signal again to force", "signal", sig.String())
+					stop()
+					graceful = false
+					continue
+				}
+				log.Warn("forced shutdown", "signal", sig.String())
+				eng.Force()
 			}
-			log.Warn("forced shutdown", "signal", sig.String())
-			eng.Force()
 		}
 	}()
+	r := &reloader{roots: c.Args().Slice(), only: s.Tasks, engine: eng, log: log}
+	go r.run(ctx, reloads)
 	return eng.Run(ctx)
 }
 

@@ -71,6 +71,12 @@
 //	     idle_timeout, max_steps, max_memory, allow, allow_hosts, file_root)
 //	                        register a task; keyword arguments only; at the
 //	                        top level of a task file only (SPEC §2)
+//	scaler(decide, interval = None)
+//	                        a work model for task(work_model = ...): the
+//	                        pool size is decide(stats); interval (seconds
+//	                        or "30s", positive) is how often it is asked,
+//	                        by default the daemon's scaling_interval; while
+//	                        files load only (see Scalers)
 //	config(broker, exchange, admin_addr, log_format, log_level,
 //	       shutdown_timeout, scaling_interval, throttle_max,
 //	       throttle_factor, task, no_watch)
@@ -101,9 +107,34 @@
 //	                        an environment variable, or default
 //	fail(msg)               Starlark's own: fail the run
 //
-// publish and sleep need a delivery: at the top level of a file they are
-// errors. The handler receives meta, a struct with routing_key, exchange,
-// queue, task, message_id, correlation_id, content_type, headers (a dict;
-// numbers are ints or floats; x-death is a list of dicts), timestamp (a
-// time value, or None), redelivered and attempt (1 on first delivery).
+// publish and sleep need a delivery: at the top level of a file and in a
+// scaler's decide they are errors. The handler receives meta, a struct
+// with routing_key, exchange, queue, task, message_id, correlation_id,
+// content_type, headers (a dict; numbers are ints or floats; x-death is a
+// list of dicts), timestamp (a time value, or None), redelivered and
+// attempt (1 on first delivery).
+//
+// # Scalers
+//
+// work_model = scaler(decide = fn) makes the task tasks.Scaled, with
+// Spec.Scaler calling fn and Spec.ScaleInterval the interval (zero if not
+// given). decide must be callable with one argument, stats, a struct:
+//
+//	samples       list of structs, oldest first: at (a time) and ready (an
+//	              int, the queue's ready count then)
+//	workers       int: workers the pool runs now
+//	min, max      ints: min_workers and max_workers
+//	busy          int: workers handling a message
+//	idle          list of floats: seconds each worker has been idle (0 if busy)
+//	idle_timeout  float: the task's idle_timeout in seconds
+//
+// It returns the number of workers wanted, an int; the pool clamps it to
+// [min, max] and moves towards it one worker per interval. Each call runs
+// on a fresh thread, bounded by the caller's context and by the task's
+// max_steps or, without one, DefaultDecideSteps; log.* and print carry the
+// task's name. An error (fail(), a runtime error, cancellation, the step
+// limit, a result that is not an int) comes back with the Starlark
+// backtrace in its text, and the pool keeps its size. scaler()'s own
+// argument errors stop the file's top level like any runtime error, at
+// the scaler() call's position.
 package starlarklib

@@ -23,6 +23,7 @@ func predeclared() starlark.StringDict {
 		"retry":   starlark.NewBuiltin("retry", retryBuiltin),
 		"sleep":   starlark.NewBuiltin("sleep", sleepBuiltin),
 		"env":     starlark.NewBuiltin("env", envBuiltin),
+		"scaler":  starlark.NewBuiltin("scaler", scalerBuiltin),
 	}
 	d.Freeze()
 	return d

@@ -26,6 +26,8 @@ const (
 	phaseExec
 	// phaseRun: a handler running for a delivery.
 	phaseRun
+	// phaseScale: a scaler's decide function choosing a pool size.
+	phaseScale
 )
 
 // state is the per-thread state the builtins read. A thread is never
@@ -88,6 +90,8 @@ func notDuringLoad(name string, st *state) string {
 		return name + ": not available in symphony.star; it works only while a task handles a message"
 	case phaseRun:
 		return ""
+	case phaseScale:
+		return name + ": not available in a scaler's decide function: it works only while a task handles a message"
 	}
 	return name + ": not available at the top level of a file: it works only while a task handles a message (call it from the work function)"
 }

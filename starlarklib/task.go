@@ -22,6 +22,8 @@ type taskDef struct {
 	// work is the handler, or nil when routes are given.
 	work   starlark.Callable
 	routes []route
+	// scaler is the work model of a Scaled task.
+	scaler *scalerValue
 }
 
 // route is one entry of routes = {pattern: function}.
@@ -37,6 +39,9 @@ func (d *taskDef) freeze() {
 	}
 	for _, r := range d.routes {
 		r.fn.Freeze()
+	}
+	if d.scaler != nil {
+		d.scaler.Freeze()
 	}
 }
 
@@ -61,6 +66,8 @@ func taskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		return nil, fmt.Errorf("%s: not allowed in symphony.star, which only configures the daemon with config(...): put tasks in their own .star files", b.Name())
 	case st.phase == phaseRun:
 		return nil, fmt.Errorf("%s: tasks are registered when files load, not while a message is handled: call task() at the top level of the file", b.Name())
+	case st.phase == phaseScale:
+		return nil, fmt.Errorf("%s: tasks are registered when files load, not while a scaler decides: call task() at the top level of the file", b.Name())
 	case st.mod == nil:
 		return nil, fmt.Errorf("%s: no task file is loading", b.Name())
 	}
@@ -155,8 +162,9 @@ func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tup
 
 	// How it runs.
 	var s string
-	if a.oneOf("work_model", &s, string(tasks.Longlived), string(tasks.Oneshot)) {
-		spec.WorkModel = tasks.WorkModel(s)
+	def.scaler = a.workModel(&spec.WorkModel)
+	if def.scaler != nil {
+		spec.ScaleInterval = def.scaler.interval
 	}
 	if a.oneOf("isolation", &s, string(tasks.Thread), string(tasks.Process)) {
 		spec.Isolation = tasks.Isolation(s)
@@ -243,6 +251,9 @@ func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tup
 		}
 	}
 
+	if def.scaler != nil {
+		spec.Scaler = newScaler(*def.scaler, &spec)
+	}
 	def.spec = spec
 	if len(a.errs) > 0 {
 		return nil, a.errs
@@ -250,16 +261,54 @@ func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tup
 	return def, nil
 }
 
+// workModel reads work_model: "longlived", "oneshot" or scaler(...), which
+// it returns.
+func (a *argSet) workModel(dst *tasks.WorkModel) *scalerValue {
+	v, ok := a.vals["work_model"]
+	if !ok {
+		return nil
+	}
+	const choices = `"longlived", "oneshot" or scaler(decide = fn)`
+	switch x := v.(type) {
+	case scalerValue:
+		*dst = tasks.Scaled
+		return &x
+	case starlark.String:
+		switch m := tasks.WorkModel(x); m {
+		case tasks.Longlived, tasks.Oneshot:
+			*dst = m
+		case tasks.Scaled:
+			a.errorf("work_model %s needs a function that decides the pool size: write work_model = scaler(decide = fn)", x)
+		default:
+			a.errorf("unknown work_model %s: use %s", x, choices)
+		}
+	default:
+		a.wrongType("work_model", choices, v)
+	}
+	return nil
+}
+
 // handlerFunc checks that v can be called as f(payload, meta).
 func (a *argSet) handlerFunc(what string, v starlark.Value) starlark.Callable {
+	fn, problem := callableWith(what, v, "payload", "meta")
+	if problem != "" {
+		a.errorf("%s", problem)
+		return nil
+	}
+	return fn
+}
+
+// callableWith checks that v can be called with one positional argument
+// per name in params, and otherwise says what is wrong, starting with what.
+func callableWith(what string, v starlark.Value, params ...string) (starlark.Callable, string) {
+	list := strings.Join(params, ", ")
 	fn, ok := v.(starlark.Callable)
 	if !ok {
-		a.errorf("%s must be a function taking (payload, meta), got %s", what, describe(v))
-		return nil
+		return nil, fmt.Sprintf("%s must be a function taking (%s), got %s", what, list, describe(v))
 	}
 	f, ok := fn.(*starlark.Function)
 	if !ok {
-		return fn // a builtin: nothing to check before calling it
+		return fn, "" // a builtin: nothing to check before calling it
 	}
 	positional := f.NumParams() - f.NumKwonlyParams()
 	if f.HasVarargs() {
@@ -274,25 +323,31 @@ func (a *argSet) handlerFunc(what string, v starlark.Value) starlark.Callable {
 			required++
 		}
 	}
-	shape := fmt.Sprintf("def %s(payload, meta)", f.Name())
+	n := len(params)
+	shape := fmt.Sprintf("def %s(%s)", f.Name(), list)
 	if f.Name() == "lambda" {
-		shape = "lambda payload, meta: ..."
+		shape = fmt.Sprintf("lambda %s: ...", list)
 	}
 	switch {
-	case positional < 2 && !f.HasVarargs():
-		a.errorf("%s: function %s takes %d parameter%s; it must take two: %s",
-			what, f.Name(), positional, plural(positional), shape)
-		return nil
-	case required > 2:
-		a.errorf("%s: function %s requires %d parameters; it must take two: %s",
-			what, f.Name(), required, shape)
-		return nil
+	case positional < n && !f.HasVarargs():
+		return nil, fmt.Sprintf("%s: function %s takes %d parameter%s; it must take %s: %s",
+			what, f.Name(), positional, plural(positional), numberWord(n), shape)
+	case required > n:
+		return nil, fmt.Sprintf("%s: function %s requires %d parameters; it must take %s: %s",
+			what, f.Name(), required, numberWord(n), shape)
 	case requiredKwonly(f) != "":
-		a.errorf("%s: function %s has a required keyword-only parameter %s; give it a default",
+		return nil, fmt.Sprintf("%s: function %s has a required keyword-only parameter %s; give it a default",
 			what, f.Name(), requiredKwonly(f))
-		return nil
 	}
-	return fn
+	return fn, ""
+}
+
+// numberWord spells the small counts of parameters.
+func numberWord(n int) string {
+	if words := []string{"none", "one", "two", "three"}; n < len(words) {
+		return words[n]
+	}
+	return strconv.Itoa(n)
 }
 
 // requiredKwonly names f's first keyword-only parameter without a default.

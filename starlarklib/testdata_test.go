@@ -19,7 +19,7 @@ func TestLoadBadTree(t *testing.T) {
 	want := []string{
 		`testdata/bad/arguments.star:4:1: task: unknown argument subscibe (did you mean subscribe_to?)`,
 		`testdata/bad/arguments.star:4:1: task: subscribe_to[0]: pattern "order..placed" has an empty word at position 2 (two dots in a row, or a dot at an end)`,
-		`testdata/bad/arguments.star:4:1: task: unknown work_model "forever": use "longlived" or "oneshot"`,
+		`testdata/bad/arguments.star:4:1: task: unknown work_model "forever": use "longlived", "oneshot" or scaler(decide = fn)`,
 		`testdata/bad/arguments.star:4:1: task: min_workers (3) is greater than max_workers (2)`,
 		`testdata/bad/arguments.star:4:1: task: prefetch must be at least 1, got 0`,
 		`testdata/bad/arguments.star:4:1: task: timeout: "1m30" is not a duration (time: missing unit in duration "1m30"): give seconds (90) or a duration string ("1m30s")`,

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/symphony-go/symphony/engine"
+	"github.com/symphony-go/symphony/starlarklib"
+	"github.com/symphony-go/symphony/tasks"
+)
+
+// The daemon runs a task with isolation = "process" as child processes of
+// its own binary: `symphony worker --task NAME PATH...`, with the settings
+// in its environment (so a broker password is not on a command line) and
+// its events on file descriptor 3.
+
+func workerCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "worker",
+		Usage:     "one worker process of a task (the daemon starts these)",
+		ArgsUsage: "PATH...",
+		Hidden:    true,
+		Flags: append(globalFlags(),
+			&cli.StringFlag{Name: "task-name", Required: true, Usage: "the task to run"},
+			&cli.StringFlag{Name: "hash", Usage: "the task's code hash the daemon loaded"},
+			&cli.BoolFlag{Name: "oneshot", Usage: "handle one message and exit"},
+		),
+		Action: runWorker,
+	}
+}
+
+// spawner returns how the daemon starts worker processes: the binary it
+// runs from (/proc/self/exe, so a binary replaced on disk meanwhile does
+// not mix versions) with the daemon's settings.
+func spawner(roots []string, s settings, exchange string) engine.Spawner {
+	env := append(os.Environ(),
+		envName("broker")+"="+s.Broker,
+		envName("exchange")+"="+exchange,
+		envName("log-format")+"="+s.LogFormat,
+		envName("log-level")+"="+s.LogLevel.String(),
+		envName("shutdown-timeout")+"="+s.ShutdownTimeout.String(),
+		envName("admin-addr")+"=",
+	)
+	return func(spec tasks.Spec, oneshot bool) (*exec.Cmd, error) {
+		args := []string{"worker", "--task-name", spec.Name, "--hash", spec.Hash}
+		if oneshot {
+			args = append(args, "--oneshot")
+		}
+		cmd := exec.Command("/proc/self/exe", append(args, roots...)...)
+		cmd.Args[0] = os.Args[0]
+		cmd.Env = env
+		if spec.MaxMemory > 0 {
+			cmd.Env = append(cmd.Env, envMaxMemory+"="+strconv.FormatInt(spec.MaxMemory, 10))
+		}
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		return cmd, nil
+	}
+}
+
+// envMaxMemory carries a task's max_memory to its worker processes.
+const envMaxMemory = "SYMPHONY_WORKER_MAX_MEMORY"
+
+func runWorker(c *cli.Context) error {
+	roots := c.Args().Slice()
+	file, err := starlarklib.LoadConfig(roots)
+	if err != nil {
+		return err
+	}
+	s, err := resolve(c, file)
+	if err != nil {
+		return err
+	}
+	log := newLogger(s, c.App.ErrWriter).With("worker_pid", os.Getpid())
+	if err := limitMemory(); err != nil {
+		return err
+	}
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	ts, err = selectTasks(ts, []string{c.String("task-name")})
+	if err != nil {
+		return err
+	}
+	task := ts[0]
+	if want := c.String("hash"); want != "" && task.Spec.Hash != want {
+		return fmt.Errorf("task %s: its files changed since the daemon loaded them; reload the daemon (SIGHUP) to run the new code", task.Spec.Name)
+	}
+
+	intake, stopIntake := context.WithCancel(context.Background())
+	defer stopIntake()
+	hard, stopHard := context.WithCancelCause(context.Background())
+	defer stopHard(tasks.ErrShutdown)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	go func() {
+		<-sigs
+		stopIntake()
+		<-sigs
+		stopHard(tasks.ErrShutdown)
+	}()
+
+	b, err := openBroker(intake, s.Broker, s.Exchange, log, nil)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	events := os.NewFile(3, "events")
+	err = engine.RunWorker(intake, hard, engine.WorkerConfig{
+		Broker: b, Logger: log, Task: task, Events: events, Oneshot: c.Bool("oneshot"),
+	})
+	if errors.Is(err, engine.ErrDeclined) {
+		return cli.Exit("", engine.ExitDeclined)
+	}
+	return err
+}
+
+// limitMemory applies a task's max_memory to this worker process: a hard
+// limit on its data segment, where Go's heap lives, and a soft limit just
+// under it so that the collector works harder before the hard one is hit.
+func limitMemory() error {
+	raw := os.Getenv(envMaxMemory)
+	if raw == "" {
+		return nil
+	}
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%s=%q is not a size in bytes", envMaxMemory, raw)
+	}
+	debug.SetMemoryLimit(n / 10 * 9)
+	lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_DATA, &lim); err != nil {
+		return fmt.Errorf("limit memory to %d bytes: %w", n, err)
+	}
+	return nil
+}
