@@ -157,7 +157,7 @@ func (p *pool) loop(intake, hard context.Context) {
 	for range p.task.Spec.MinWorkers {
 		p.start(intake, hard, "min_workers")
 	}
-	p.publishView(0)
+	p.publishView(p.sample(intake, time.Now()))
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
@@ -180,14 +180,7 @@ func (p *pool) loop(intake, hard context.Context) {
 func (p *pool) tick(intake, hard context.Context) {
 	spec := p.task.Spec
 	now := time.Now()
-	depth, err := p.eng.cfg.Broker.Depth(intake, spec.Queue)
-	switch {
-	case err == nil:
-		p.samples.add(tasks.Sample{At: now, Ready: depth})
-		p.eng.metrics.depth.WithLabelValues(spec.Name).Set(float64(depth))
-	case intake.Err() == nil:
-		p.log.Warn("measure queue depth", "err", err)
-	}
+	depth := p.sample(intake, now)
 	running := p.running()
 	stats := tasks.Stats{Samples: p.samples.snapshot(), Workers: len(running), Min: spec.MinWorkers, Max: spec.MaxWorkers,
 		IdleTimeout: spec.IdleTimeout}
@@ -220,7 +213,23 @@ func (p *pool) tick(intake, hard context.Context) {
 			p.stopOne(running, now)
 		}
 	}
-	p.publishView(int64(max(depth, 0)))
+	p.publishView(depth)
+}
+
+// sample measures the queue's ready count into the window; on an error it
+// returns the last count.
+func (p *pool) sample(ctx context.Context, now time.Time) int64 {
+	spec := p.task.Spec
+	depth, err := p.eng.cfg.Broker.Depth(ctx, spec.Queue)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("measure queue depth", "err", err)
+		}
+		return p.depthNow()
+	}
+	p.samples.add(tasks.Sample{At: now, Ready: depth})
+	p.eng.metrics.depth.WithLabelValues(spec.Name).Set(float64(depth))
+	return int64(depth)
 }
 
 // decide asks the work model for the pool's size; a scaler written in

@@ -69,10 +69,13 @@ func (w *processWorker) idle(now time.Time) time.Duration {
 // stop asks the process to stop gracefully.
 func (w *processWorker) stop() { w.signal(syscall.SIGTERM) }
 
+// force tells it to cancel what it runs: a second signal, as for the
+// daemon. It is INT, not TERM again, because two pending TERMs merge into
+// one and the process would see a single, graceful, stop.
+func (w *processWorker) force() { w.signal(syscall.SIGINT) }
+
 func (w *processWorker) signal(sig syscall.Signal) {
-	if sig == syscall.SIGTERM {
-		w.termed.Add(1)
-	}
+	w.termed.Add(1)
 	if w.cmd.Process != nil {
 		_ = w.cmd.Process.Signal(sig)
 	}
@@ -95,8 +98,10 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	// Its own process group: a terminal's ^C reaches the daemon, which
-	// decides what the workers get.
+	// decides what the workers get. If the daemon dies without stopping
+	// them (SIGKILL), they are told to stop.
 	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 	if err := cmd.Start(); err != nil {
 		events.Close()
 		write.Close()
@@ -114,7 +119,7 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 	}()
 	go func() {
 		// Intake stops: ask the process to stop. Handlers are cancelled
-		// (shutdown timeout, or a forced stop): ask again, which forces
+		// (shutdown timeout, or a forced stop): signal again, which forces
 		// it, and kill it if it does not go.
 		select {
 		case <-ctx.Done():
@@ -124,7 +129,7 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		}
 		select {
 		case <-hard.Done():
-			w.signal(syscall.SIGTERM)
+			w.force()
 			select {
 			case <-read:
 			case <-time.After(forcedWait):
@@ -187,7 +192,7 @@ func exitError(err error, stopped bool) error {
 		return err
 	}
 	if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-		if stopped && (st.Signal() == syscall.SIGTERM || st.Signal() == syscall.SIGKILL) {
+		if stopped && (st.Signal() == syscall.SIGTERM || st.Signal() == syscall.SIGINT || st.Signal() == syscall.SIGKILL) {
 			return nil
 		}
 		return fmt.Errorf("worker process killed by signal %s", st.Signal())

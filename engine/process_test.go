@@ -55,14 +55,15 @@ func TestFailingWorkerProcessesAreThrottled(t *testing.T) {
 	}
 }
 
-// A worker process that ignores TERM is killed once the shutdown timeout
+// A worker process that ignores TERM (and INT, the second signal) is
+// killed once the shutdown timeout
 // and the forced stop's grace have passed; nothing is left behind.
 func TestWorkerProcessIgnoringTermIsKilled(t *testing.T) {
 	t.Parallel()
 	spawn := func(tasks.Spec, bool) (*exec.Cmd, error) {
-		// It reports ready once TERM is ignored, as a worker would once
+		// It reports ready once the signals are ignored, as a worker would once
 		// subscribed.
-		return exec.Command("sh", "-c", `trap "" TERM; echo '{"event":"ready"}' >&3; exec sleep 1000`), nil
+		return exec.Command("sh", "-c", `trap "" TERM INT; echo '{"event":"ready"}' >&3; exec sleep 1000`), nil
 	}
 	r := newRig(t, Config{Spawn: spawn, ShutdownTimeout: 100 * time.Millisecond}, tasks.Task{Spec: processSpec("stubborn")})
 	started := r.events.waitFor(t, 1, "worker process started", nil)

@@ -172,6 +172,9 @@ func (e *Env) StartNoWait(args ...string) *Daemon {
 	e.t.Helper()
 	all := append([]string{"run", "--log-format", "json", "--log-level", "debug"}, args...)
 	cmd := e.command(context.Background(), all...)
+	// Worker processes share the daemon's standard error; if one outlives
+	// a killed daemon, do not wait for it forever.
+	cmd.WaitDelay = 10 * time.Second
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		e.t.Fatal(err)
@@ -332,6 +335,15 @@ func (d *Daemon) Signal(sig syscall.Signal) {
 	d.t.Helper()
 	if err := d.cmd.Process.Signal(sig); err != nil {
 		d.t.Fatal(err)
+	}
+}
+
+// SignalIfRunning sends sig to the daemon unless it has exited.
+func (d *Daemon) SignalIfRunning(sig syscall.Signal) {
+	select {
+	case <-d.done:
+	default:
+		_ = d.cmd.Process.Signal(sig)
 	}
 }
 

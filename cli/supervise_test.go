@@ -1,0 +1,248 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/symphony-go/symphony/internal/symphonytest"
+)
+
+// onEachBroker runs f on the embedded broker and on RabbitMQ.
+func onEachBroker(t *testing.T, f func(t *testing.T, env *symphonytest.Env)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		f(t, symphonytest.NewEnv(t))
+	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		t.Parallel()
+		f(t, symphonytest.NewRabbitEnv(t))
+	})
+}
+
+// status reads the daemon's /status.
+func status(t *testing.T, d *symphonytest.Daemon) map[string]any {
+	t.Helper()
+	addr := d.WaitFor("admin server listening", nil).Str("addr")
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("/status: %v\n%s", err, b)
+	}
+	return st
+}
+
+// taskStatus is one task's part of /status, as JSON.
+func taskStatus(t *testing.T, d *symphonytest.Daemon, name string) map[string]any {
+	t.Helper()
+	for _, task := range status(t, d)["tasks"].([]any) {
+		if m := task.(map[string]any); m["name"] == name {
+			return m
+		}
+	}
+	t.Fatalf("/status has no task %s", name)
+	return nil
+}
+
+// alive reports whether a process exists (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+const processTask = `
+def work(payload, meta):
+    log.info("working", n = payload["n"], redelivered = meta.redelivered)
+    if payload.get("sleep"):
+        sleep(payload["sleep"])
+    log.info("done", n = payload["n"])
+    return True
+
+task(name = "proc", subscribe_to = ["proc.#"], work = work, isolation = "process", max_workers = 2, min_workers = 2, prefetch = 1)
+task(name = "once", subscribe_to = ["once.#"], work = work, isolation = "process", work_model = "oneshot", max_workers = 2)
+`
+
+func TestWorkerProcesses(t *testing.T) {
+	t.Parallel()
+	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+		if strings.HasPrefix(env.URL, "sqlite:") {
+			// A killed worker's messages come back when its lease ends.
+			env.Vars[0] += "?lease=2s"
+		}
+		d := env.Start("--shutdown-timeout", "1s", writeTasks(t, map[string]string{"p.star": processTask}))
+
+		// Messages are handled in child processes, counted by the daemon.
+		for i := range 4 {
+			env.MustRun("", "publish", "proc.x", fmt.Sprintf(`{"n": %d}`, i))
+		}
+		for i := range 4 {
+			ev := d.WaitFor("done", map[string]string{"n": strconv.Itoa(i)})
+			if ev.Str("worker_pid") == "" {
+				t.Errorf("message %d was not handled in a worker process: %v", i, ev)
+			}
+		}
+		symphonytest.Until(t, "4 acks in /status", func() bool {
+			return taskStatus(t, d, "proc")["messages"].(map[string]any)["ack"].(float64) == 4
+		}, d)
+
+		// A worker killed in the middle of a message: the message comes
+		// back and is handled.
+		env.MustRun("", "publish", "proc.x", `{"n": 100, "sleep": 3600}`)
+		working := d.WaitFor("working", map[string]string{"n": "100"})
+		pid, _ := strconv.Atoi(working.Str("worker_pid"))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		d.WaitFor("worker failed", map[string]string{"task": "proc"})
+		again := d.WaitForNth(2, "working", map[string]string{"n": "100"})
+		if again.Str("redelivered") != "true" || again.Str("worker_pid") == working.Str("worker_pid") {
+			t.Errorf("after the kill: %v", again)
+		}
+
+		// oneshot: one process per message.
+		pids := map[string]bool{}
+		for i := range 3 {
+			env.MustRun("", "publish", "once.x", fmt.Sprintf(`{"n": %d}`, 200+i))
+		}
+		for i := range 3 {
+			pids[d.WaitFor("done", map[string]string{"n": strconv.Itoa(200 + i)}).Str("worker_pid")] = true
+		}
+		if len(pids) != 3 {
+			t.Errorf("3 oneshot messages ran in %d processes, want 3", len(pids))
+		}
+
+		// Shutdown: workers get TERM; the one asleep is cancelled when the
+		// shutdown timeout passes; nothing is left behind.
+		var children []int
+		for _, ev := range d.Events("working") {
+			if p, err := strconv.Atoi(ev.Str("worker_pid")); err == nil {
+				children = append(children, p)
+			}
+		}
+		d.Signal(syscall.SIGTERM)
+		if code := d.Exit(); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		for _, p := range children {
+			if alive(p) {
+				t.Errorf("worker process %d outlived the daemon", p)
+			}
+		}
+	})
+}
+
+const scaledTask = `
+def grow(stats):
+    return stats.max
+
+def broken(stats):
+    fail("cannot decide")
+
+def endless(stats):
+    while True:
+        pass
+
+work = lambda payload, meta: True
+
+task(name = "grows", subscribe_to = ["grows"], work = work, max_workers = 3, work_model = scaler(decide = grow, interval = 0.05))
+task(name = "broken", subscribe_to = ["broken"], work = work, min_workers = 2, max_workers = 3, work_model = scaler(decide = broken, interval = 0.05))
+task(name = "endless", subscribe_to = ["endless"], work = work, max_workers = 3, max_steps = 100000, work_model = scaler(decide = endless, interval = 0.05))
+`
+
+func TestScalersInTaskFiles(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"s.star": scaledTask}))
+	symphonytest.Until(t, "the pool of grows at max_workers", func() bool {
+		return taskStatus(t, d, "grows")["workers"].(map[string]any)["now"].(float64) == 3
+	}, d)
+	for _, name := range []string{"broken", "endless"} {
+		d.WaitFor("scaler failed; the pool keeps its size", map[string]string{"task": name})
+		st := taskStatus(t, d, name)
+		workers := st["workers"].(map[string]any)
+		if workers["now"] != workers["min"] || st["scaler_error"] == nil || st["scaler_error"] == "" {
+			t.Errorf("%s: %v", name, st)
+		}
+	}
+	if st := taskStatus(t, d, "broken"); !strings.Contains(st["scaler_error"].(string), "cannot decide") {
+		t.Errorf("broken: scaler_error %q", st["scaler_error"])
+	}
+	d.Stop()
+}
+
+func TestSignalsToTheDaemon(t *testing.T) {
+	t.Parallel()
+	for _, isolation := range []string{"thread", "process"} {
+		t.Run(isolation, func(t *testing.T) {
+			t.Parallel()
+			env := symphonytest.NewEnv(t)
+			src := func(version string) string {
+				return fmt.Sprintf(`
+def work(payload, meta):
+    log.info("handled", version = %q)
+    if payload.get("sleep"):
+        sleep(payload["sleep"])
+    return True
+
+task(name = "sig", subscribe_to = ["sig"], work = work, isolation = %q)
+`, version, isolation)
+			}
+			dir := writeTasks(t, map[string]string{"sig.star": src("one")})
+			d := env.Start("--no-watch", dir)
+			env.MustRun("", "publish", "sig", `{}`)
+			d.WaitFor("handled", map[string]string{"version": "one"})
+
+			// HUP: the files are read again and the changed task restarts.
+			os.WriteFile(dir+"/sig.star", []byte(src("two")), 0o644)
+			d.Signal(syscall.SIGHUP)
+			d.WaitFor("reloaded", nil)
+			env.MustRun("", "publish", "sig", `{}`)
+			d.WaitFor("handled", map[string]string{"version": "two"})
+
+			// USR1: a status summary in the log.
+			d.Signal(syscall.SIGUSR1)
+			if ev := d.WaitFor("status of task", map[string]string{"task": "sig"}); ev.Str("isolation") != isolation {
+				t.Errorf("status: %v", ev)
+			}
+
+			// A burst of HUP and USR1 changes nothing and breaks nothing.
+			for range 20 {
+				d.Signal(syscall.SIGHUP)
+				d.Signal(syscall.SIGUSR1)
+			}
+			env.MustRun("", "publish", "sig", `{"n": 3}`)
+			d.WaitForNth(2, "handled", map[string]string{"version": "two"})
+
+			// A burst of TERM while a message runs. The kernel may merge
+			// a burst of one signal into one delivery, so the daemon may
+			// see a single, graceful, stop; one more TERM after it says
+			// so forces it.
+			env.MustRun("", "publish", "sig", `{"sleep": 3600}`)
+			d.WaitForNth(3, "handled", map[string]string{"version": "two"})
+			for range 5 {
+				d.Signal(syscall.SIGTERM)
+			}
+			d.WaitFor("graceful shutdown: send the signal again to force", nil)
+			d.SignalIfRunning(syscall.SIGTERM)
+			if code := d.Exit(); code != 255 {
+				t.Fatalf("exit %d after a burst of TERM, want 255", code)
+			}
+		})
+	}
+}
