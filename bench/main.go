@@ -62,6 +62,10 @@ type options struct {
 	riverDefaultN int
 	// only keeps the configurations whose label contains it.
 	only string
+	// amqp is the RabbitMQ of the rabbitmq benchmark; prefetch its
+	// consumers' prefetch.
+	amqp     string
+	prefetch int
 }
 
 func main() {
@@ -73,7 +77,9 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o options
 	fs.IntVar(&o.n, "n", 20000, "messages (jobs) per run")
-	fs.IntVar(&o.workers, "workers", 4, "workers: symphony's max_workers and River's MaxWorkers")
+	fs.IntVar(&o.workers, "workers", 4, "workers: symphony's max_workers, River's MaxWorkers, the RabbitMQ consumers and Watermill handlers")
+	fs.IntVar(&o.prefetch, "prefetch", defaultPrefetch, "rabbitmq: prefetch of every consumer (symphony's task, the plain channels, Watermill's Qos)")
+	fs.StringVar(&o.amqp, "amqp", defaultAMQP(), "rabbitmq: the RabbitMQ to use, as a user allowed to use new virtual hosts (default $SYMPHONY_TEST_AMQP_URL, else the local guest)")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions; the report gives the median and the spread")
 	fs.IntVar(&o.riverDefaultN, "river-default-n", 2000, "jobs for River with all its defaults (capped at 10·workers jobs/s), measured in the first run only; 0 skips it")
 	fs.StringVar(&o.only, "only", "", "measure only the configurations whose label contains this (e.g. symphony); not with -write")
@@ -97,8 +103,8 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if o.n <= 0 || o.workers <= 0 || o.runs <= 0 || o.riverDefaultN < 0 {
-		fmt.Fprintln(stderr, "bench: -n, -workers and -runs must be positive")
+	if o.n <= 0 || o.workers <= 0 || o.runs <= 0 || o.riverDefaultN < 0 || o.prefetch <= 0 {
+		fmt.Fprintln(stderr, "bench: -n, -workers, -runs and -prefetch must be positive")
 		return 2
 	}
 	if o.write && o.only != "" {
@@ -108,6 +114,12 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	if o.write && o.cpuprofile != "" {
 		fmt.Fprintln(stderr, "bench: -write and -cpuprofile exclude each other: profiled figures are not the ones to record")
 		return 2
+	}
+	if o.cpuprofile != "" {
+		if err := os.MkdirAll(o.cpuprofile, 0o755); err != nil {
+			fmt.Fprintf(stderr, "bench: -cpuprofile: %v\n", err)
+			return 1
+		}
 	}
 	var todo []benchmark
 	for _, a := range fs.Args() {
@@ -163,6 +175,14 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// defaultAMQP is the RabbitMQ symphony's tests use.
+func defaultAMQP() string {
+	if u := os.Getenv("SYMPHONY_TEST_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
 }
 
 func names() []string {

@@ -36,9 +36,14 @@ type symphonySetup struct {
 	binary               string
 	dir                  string // fresh, holds tasks, database and logs
 	profile              string // CPU profile of the draining daemon; binary must honour it
+	// brokerURL is the daemon's --broker; empty means a fresh sqlite:
+	// database in dir.
+	brokerURL string
 }
 
-// task is the trivial task: every message acked at once.
+// task is the trivial task: every message acked at once, by a pool of a
+// fixed size (min_workers = max_workers), like River's MaxWorkers: the
+// longlived autoscaler does not grow a pool whose backlog is draining.
 const noopTask = `def work(payload, meta):
     return True
 
@@ -46,6 +51,7 @@ task(
     name = "noop",
     subscribe_to = ["noop.#"],
     work = work,
+    min_workers = %d,
     max_workers = %d,
     prefetch = %d,
 )
@@ -55,7 +61,12 @@ task(
 // equal.
 const payloadFormat = `{"id": %d, "name": "a small json payload"}`
 
-func (s symphonySetup) broker() string { return "sqlite:" + filepath.Join(s.dir, "symphony.db") }
+func (s symphonySetup) broker() string {
+	if s.brokerURL != "" {
+		return s.brokerURL
+	}
+	return "sqlite:" + filepath.Join(s.dir, "symphony.db")
+}
 
 func (s symphonySetup) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, s.binary, args...)
@@ -73,11 +84,8 @@ func (s symphonySetup) command(ctx context.Context, args ...string) *exec.Cmd {
 // daemon again and times it until every message is acked.
 func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 	var r symphonyRun
-	tasksDir := filepath.Join(s.dir, "tasks")
-	if err := os.MkdirAll(tasksDir, 0o755); err != nil {
-		return r, err
-	}
-	if err := os.WriteFile(filepath.Join(tasksDir, "noop.star"), fmt.Appendf(nil, noopTask, s.workers, s.prefetch), 0o644); err != nil {
+	tasksDir, err := writeTask(s.dir, "noop", fmt.Sprintf(noopTask, s.workers, s.workers, s.prefetch))
+	if err != nil {
 		return r, err
 	}
 	lines := filepath.Join(s.dir, "lines.jsonl")
@@ -90,16 +98,8 @@ func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 	}
 
 	// 1. Declare the queue: a daemon that starts, becomes ready and stops.
-	d, err := startDaemon(ctx, s, tasksDir, "declare", "")
-	if err != nil {
+	if _, err := declareWithDaemon(ctx, s, tasksDir); err != nil {
 		return r, err
-	}
-	if _, err := d.waitReady(ctx); err != nil {
-		d.proc.kill()
-		return r, fmt.Errorf("first daemon: %w\n%s", err, d.logTail())
-	}
-	if err := d.proc.stop(30 * time.Second); err != nil {
-		return r, fmt.Errorf("first daemon: %w\n%s", err, d.logTail())
 	}
 
 	// 2. Publish.
@@ -121,28 +121,12 @@ func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 		return r, fmt.Errorf("after publishing %d messages the queue holds %d", s.n, depth)
 	}
 
-	// 3. Drain.
-	started := time.Now()
-	d, err = startDaemon(ctx, s, tasksDir, "drain", s.profile)
+	// 3. Drain, counting acks in /status.
+	dr, d, err := drainWithDaemon(ctx, s, tasksDir, func(d *daemon) ackCounter { return d.statusCounter("noop") }, 0)
 	if err != nil {
 		return r, err
 	}
-	defer d.proc.kill()
-	ready, err := d.waitReady(ctx)
-	if err != nil {
-		return r, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
-	}
-	done, counts, err := d.waitAcked(ctx, s.n)
-	if err != nil {
-		return r, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
-	}
-	r.drainStart, r.drainReady = done.Sub(started), done.Sub(ready)
-	if err := d.proc.stop(30 * time.Second); err != nil {
-		return r, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
-	}
-	if counts["retry"] != 0 || counts["dead"] != 0 {
-		return r, fmt.Errorf("the noop task retried %d and dead-lettered %d messages; it must ack all\n%s", counts["retry"], counts["dead"], d.logTail())
-	}
+	r.drainStart, r.drainReady = dr.start, dr.ready
 	// Every message was handled once and is gone from the database.
 	for _, table := range []string{"messages", "bodies", "dead"} {
 		left, err := countRows(ctx, s, table)
@@ -157,6 +141,81 @@ func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 		return r, fmt.Errorf("the daemon logged warnings or errors during the run:\n%s", logged)
 	}
 	return r, nil
+}
+
+// writeTask writes one task file, NAME.star, into DIR/tasks and returns
+// that directory.
+func writeTask(dir, name, src string) (string, error) {
+	tasksDir := filepath.Join(dir, "tasks")
+	if err := os.MkdirAll(tasksDir, 0o755); err != nil {
+		return "", err
+	}
+	return tasksDir, os.WriteFile(filepath.Join(tasksDir, name+".star"), []byte(src), 0o644)
+}
+
+// declareWithDaemon starts `symphony run`, waits until it is ready (its
+// queues declared and bound), reads its /status and stops it with
+// SIGTERM.
+func declareWithDaemon(ctx context.Context, s symphonySetup, tasksDir string) ([]byte, error) {
+	d, err := startDaemon(ctx, s, tasksDir, "declare", "")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.waitReady(ctx); err != nil {
+		d.proc.kill()
+		return nil, fmt.Errorf("first daemon: %w\n%s", err, d.logTail())
+	}
+	code, status, err := get(ctx, d.admin+"/status")
+	if err != nil || code != http.StatusOK {
+		d.proc.kill()
+		return nil, fmt.Errorf("first daemon: GET /status: %d %v", code, err)
+	}
+	if err := d.proc.stop(30 * time.Second); err != nil {
+		return nil, fmt.Errorf("first daemon: %w\n%s", err, d.logTail())
+	}
+	return status, nil
+}
+
+// drained is how long a daemon took to settle every message: from
+// starting the process and from /readyz first answering 200.
+type drained struct {
+	start, ready time.Duration
+	counts       map[string]int
+	// cpu is the daemon's CPU time from ready to done, brokerCPU that of
+	// the process brokerPID (when not 0).
+	cpu, brokerCPU time.Duration
+}
+
+// drainWithDaemon starts `symphony run` (profiled when s.profile is set),
+// times it until counts shows s.n acks, stops it with SIGTERM and checks
+// that it neither retried nor dead-lettered anything. The stopped daemon is
+// returned for its log.
+func drainWithDaemon(ctx context.Context, s symphonySetup, tasksDir string, counter func(*daemon) ackCounter, brokerPID int) (drained, *daemon, error) {
+	var r drained
+	started := time.Now()
+	d, err := startDaemon(ctx, s, tasksDir, "drain", s.profile)
+	if err != nil {
+		return r, nil, err
+	}
+	defer d.proc.kill()
+	ready, err := d.waitReady(ctx)
+	if err != nil {
+		return r, d, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
+	}
+	cpu := startCPU(d.proc.cmd.Process.Pid, brokerPID)
+	done, counts, err := d.waitAcked(ctx, s.n, counter(d))
+	if err != nil {
+		return r, d, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
+	}
+	r.cpu, r.brokerCPU = cpu.stop()
+	r.start, r.ready, r.counts = done.Sub(started), done.Sub(ready), counts
+	if err := d.proc.stop(30 * time.Second); err != nil {
+		return r, d, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
+	}
+	if counts["retry"] != 0 || counts["dead"] != 0 {
+		return r, d, fmt.Errorf("the task retried %d and dead-lettered %d messages; it must ack all\n%s", counts["retry"], counts["dead"], d.logTail())
+	}
+	return r, d, nil
 }
 
 // publishedRate reads "published N messages to KEY in D (R/s)" and checks
@@ -235,7 +294,9 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-var client = &http.Client{Timeout: 5 * time.Second}
+// client asks for uncompressed answers: gzipping every /metrics scrape
+// would cost the daemon more CPU than serving it.
+var client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 
 func get(ctx context.Context, url string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -277,23 +338,16 @@ func (d *daemon) waitReady(ctx context.Context) (time.Time, error) {
 // enough that the daemon does not notice.
 const pollEvery = 10 * time.Millisecond
 
-// waitAcked polls /status until the noop task has acked n messages, and
-// returns when it saw that and the counts by outcome.
-func (d *daemon) waitAcked(ctx context.Context, n int) (time.Time, map[string]int, error) {
-	last := map[string]int{}
-	progress := time.Now()
-	for {
-		if err := ctx.Err(); err != nil {
-			return time.Time{}, nil, err
-		}
-		select {
-		case <-d.proc.done:
-			return time.Time{}, nil, fmt.Errorf("exited while draining (%v): counts %v", d.proc.err, last)
-		default:
-		}
+// countsFunc reads how many messages the daemon's one task settled, by
+// outcome (ack, retry, dead).
+type countsFunc func(ctx context.Context) (map[string]int, error)
+
+// statusCounts reads the counts of /status, which must show the one task.
+func (d *daemon) statusCounts(task string) countsFunc {
+	return func(ctx context.Context) (map[string]int, error) {
 		code, body, err := get(ctx, d.admin+"/status")
 		if err != nil || code != http.StatusOK {
-			return time.Time{}, nil, fmt.Errorf("GET /status: %d %v", code, err)
+			return nil, fmt.Errorf("GET /status: %d %v", code, err)
 		}
 		var st struct {
 			Tasks []struct {
@@ -302,27 +356,133 @@ func (d *daemon) waitAcked(ctx context.Context, n int) (time.Time, map[string]in
 			} `json:"tasks"`
 		}
 		if err := json.Unmarshal(body, &st); err != nil {
-			return time.Time{}, nil, fmt.Errorf("read /status: %v", err)
+			return nil, fmt.Errorf("read /status: %v", err)
 		}
-		if len(st.Tasks) != 1 || st.Tasks[0].Name != "noop" {
-			return time.Time{}, nil, fmt.Errorf("/status does not show the one task noop: %s", body)
+		if len(st.Tasks) != 1 || st.Tasks[0].Name != task {
+			return nil, fmt.Errorf("/status does not show the one task %s: %s", task, body)
 		}
-		m := st.Tasks[0].Messages
+		return st.Tasks[0].Messages, nil
+	}
+}
+
+// metricsCounts reads the counter symphony_messages_total{task, outcome}
+// of /metrics; an outcome not counted yet is 0.
+func (d *daemon) metricsCounts(task string) countsFunc {
+	return func(ctx context.Context) (map[string]int, error) {
+		code, body, err := get(ctx, d.admin+"/metrics")
+		if err != nil || code != http.StatusOK {
+			return nil, fmt.Errorf("GET /metrics: %d %v", code, err)
+		}
+		return messageCounts(string(body), task)
+	}
+}
+
+// messageCounts reads the samples of symphony_messages_total for task
+// from a Prometheus text exposition.
+func messageCounts(exposition, task string) (map[string]int, error) {
+	const name = "symphony_messages_total{"
+	out := map[string]int{"ack": 0, "retry": 0, "dead": 0}
+	for line := range strings.SplitSeq(exposition, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return nil, fmt.Errorf("read /metrics line %q", line)
+		}
+		var t, outcome string
+		for l := range strings.SplitSeq(labels, ",") {
+			k, v, _ := strings.Cut(l, "=")
+			v = strings.Trim(v, `"`)
+			switch k {
+			case "task":
+				t = v
+			case "outcome":
+				outcome = v
+			}
+		}
+		if t != task {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return nil, fmt.Errorf("read /metrics line %q: %v", line, err)
+		}
+		out[outcome] = int(f)
+	}
+	return out, nil
+}
+
+// ackCounter is how the harness follows a drain: where it reads the
+// counts, and how often. Between polls it sleeps half the time the last
+// rate says the rest of the drain will take, kept within [min, max]:
+// few polls while far from the end, a fine one near it. min = max polls
+// at a fixed interval.
+type ackCounter struct {
+	read     countsFunc
+	min, max time.Duration
+}
+
+// statusCounter reads /status every pollEvery.
+func (d *daemon) statusCounter(task string) ackCounter {
+	return ackCounter{read: d.statusCounts(task), min: pollEvery, max: pollEvery}
+}
+
+// metricsCounter reads /metrics, which costs the daemon about a
+// millisecond of CPU per scrape (the process collector reads /proc): at
+// most every 2 ms near the end of the drain, at least every 100 ms.
+func (d *daemon) metricsCounter(task string) ackCounter {
+	return ackCounter{read: d.metricsCounts(task), min: 2 * time.Millisecond, max: 100 * time.Millisecond}
+}
+
+// next is the pause before the next poll, with settled of n messages done
+// and rate the last rate seen (0 when unknown).
+func (c ackCounter) next(settled, n int, rate float64) time.Duration {
+	pause := pollEvery
+	if rate > 0 {
+		pause = time.Duration(float64(n-settled) / rate / 2 * float64(time.Second))
+	}
+	return min(max(pause, c.min), c.max)
+}
+
+// waitAcked polls c until the task has settled n messages, and returns
+// when it saw that and the counts by outcome. Every one of the n must be
+// an ack.
+func (d *daemon) waitAcked(ctx context.Context, n int, c ackCounter) (time.Time, map[string]int, error) {
+	last, lastAt := 0, time.Now()
+	progress := time.Now()
+	var lastCounts map[string]int
+	for {
+		if err := ctx.Err(); err != nil {
+			return time.Time{}, nil, err
+		}
+		select {
+		case <-d.proc.done:
+			return time.Time{}, nil, fmt.Errorf("exited while draining (%v): counts %v", d.proc.err, lastCounts)
+		default:
+		}
+		m, err := c.read(ctx)
+		if err != nil {
+			return time.Time{}, nil, err
+		}
+		now := time.Now()
 		settled := m["ack"] + m["retry"] + m["dead"]
 		if settled >= n {
 			if settled > n || m["ack"] != n {
 				return time.Time{}, m, fmt.Errorf("%d messages published, outcomes %v", n, m)
 			}
-			return time.Now(), m, nil
+			return now, m, nil
 		}
-		if settled != last["ack"]+last["retry"]+last["dead"] {
-			progress = time.Now()
+		rate := float64(settled-last) / now.Sub(lastAt).Seconds()
+		if settled != last {
+			progress = now
 		}
-		if time.Since(progress) > 30*time.Second {
+		if now.Sub(progress) > 30*time.Second {
 			return time.Time{}, m, fmt.Errorf("no progress for 30s: outcomes %v of %d", m, n)
 		}
-		last = m
-		time.Sleep(pollEvery)
+		last, lastAt, lastCounts = settled, now, m
+		time.Sleep(c.next(settled, n, rate))
 	}
 }
 
