@@ -114,14 +114,18 @@ func (r *runner) publish(d *tasks.Delivery, pubs []tasks.Publication) error {
 // stored before the original is acked; if storing fails the original goes
 // back to the queue instead.
 func (r *runner) settle(msg *message.Message, d *tasks.Delivery, out tasks.Outcome) {
+	switch out.Action {
+	case tasks.Ack:
+		msg.Ack()
+		return
+	case tasks.Release:
+		msg.Nack()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	queue := r.task.Spec.Queue
 	switch out.Action {
-	case tasks.Ack:
-		msg.Ack()
-	case tasks.Release:
-		msg.Nack()
 	case tasks.Retry:
 		again := msg.Copy()
 		again.Metadata.Set(broker.MetaAttempt, strconv.Itoa(d.Attempt+1))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/tasks"
@@ -86,6 +87,11 @@ type pool struct {
 
 	mu   sync.Mutex
 	view poolView
+
+	// The task's series, looked up once rather than per message.
+	outcomes [3]prometheus.Counter // by tasks.Action: Ack, Retry, Dead
+	duration prometheus.Observer
+	timeouts prometheus.Counter
 }
 
 // poolView is what status shows of a pool.
@@ -115,6 +121,12 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 		stopping: map[int]bool{},
 		throttle: throttle{limit: e.cfg.ThrottleMax, factor: e.cfg.ThrottleFactor},
 	}
+	m := e.metrics
+	for _, a := range []tasks.Action{tasks.Ack, tasks.Retry, tasks.Dead} {
+		p.outcomes[a] = m.messages.WithLabelValues(spec.Name, a.String())
+	}
+	p.duration = m.duration.WithLabelValues(spec.Name)
+	p.timeouts = m.timeouts.WithLabelValues(spec.Name)
 	switch spec.WorkModel {
 	case tasks.Oneshot:
 		p.scaler = fill{}
@@ -396,18 +408,16 @@ func (p *pool) snapshot() poolView {
 
 // observe counts a handled message.
 func (p *pool) observe(h handled) {
-	name := p.task.Spec.Name
-	m := p.eng.metrics
-	m.duration.WithLabelValues(name).Observe(h.took.Seconds())
+	p.duration.Observe(h.took.Seconds())
 	if h.outcome.TimedOut {
-		m.timeouts.WithLabelValues(name).Inc()
+		p.timeouts.Inc()
 	}
 	out := h.outcome
 	if out.Action == tasks.Release {
 		return // counted when it is handled again
 	}
 	p.state.counts[out.Action].Add(1)
-	m.messages.WithLabelValues(name, out.Action.String()).Inc()
+	p.outcomes[out.Action].Inc()
 	if out.Action != tasks.Ack {
 		p.state.mu.Lock()
 		p.state.lastErr = &failure{At: time.Now().UTC(), MessageID: h.delivery.MessageID, Outcome: out.Action.String(),

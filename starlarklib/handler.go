@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"go.starlark.net/starlark"
-	"go.starlark.net/starlarkstruct"
 
 	"github.com/symphony-go/symphony/tasks"
 )
@@ -47,15 +46,12 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 	if err != nil {
 		return tasks.Result{Verdict: tasks.Failed, Err: err}
 	}
-	meta, err := makeMeta(d, spec)
-	if err != nil {
-		return tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("run %s: %w", spec.Name, err)}
-	}
-
+	meta := newMeta(d, spec)
 	st := &state{
-		phase:  phaseRun,
-		ctx:    ctx,
-		logger: h.env.logger.With("task", spec.Name, "message_id", d.MessageID, "attempt", d.Attempt),
+		phase:   phaseRun,
+		ctx:     ctx,
+		logger:  h.env.logger,
+		logWith: []any{"task", spec.Name, "message_id", d.MessageID, "attempt", d.Attempt},
 	}
 	th := h.env.thread("task "+spec.Name, st)
 	stepLimited := false
@@ -119,7 +115,7 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 		}
 	}
 	if !matched {
-		st.logger.DebugContext(ctx, "no route matches the routing key", "routing_key", d.RoutingKey)
+		st.log().DebugContext(ctx, "no route matches the routing key", "routing_key", d.RoutingKey)
 	}
 	return tasks.Result{Verdict: tasks.Succeeded, Publications: st.publications}
 }
@@ -163,33 +159,4 @@ func (h *handler) rerun(th *starlark.Thread, st *state) (*taskDef, error) {
 		}
 	}
 	return nil, fmt.Errorf("run %s: %s did not register task %q when it ran again", h.def.spec.Name, m.name, h.def.spec.Name)
-}
-
-// makeMeta builds the meta struct a handler gets.
-func makeMeta(d *tasks.Delivery, spec *tasks.Spec) (starlark.Value, error) {
-	headers, err := fromGo(d.Headers)
-	if err != nil {
-		return nil, fmt.Errorf("read headers: %w", err)
-	}
-	taskName := d.Task
-	if taskName == "" {
-		taskName = spec.Name
-	}
-	queue := d.Queue
-	if queue == "" {
-		queue = spec.Queue
-	}
-	return starlarkstruct.FromStringDict(starlark.String("meta"), starlark.StringDict{
-		"routing_key":    starlark.String(d.RoutingKey),
-		"exchange":       starlark.String(d.Exchange),
-		"queue":          starlark.String(queue),
-		"task":           starlark.String(taskName),
-		"message_id":     starlark.String(d.MessageID),
-		"correlation_id": starlark.String(d.CorrelationID),
-		"content_type":   starlark.String(d.ContentType),
-		"headers":        headers,
-		"timestamp":      timeValue(d.Timestamp),
-		"redelivered":    starlark.Bool(d.Redelivered),
-		"attempt":        starlark.MakeInt(d.Attempt),
-	}), nil
 }

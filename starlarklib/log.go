@@ -39,14 +39,14 @@ func logFunc(level slog.Level) func(*starlark.Thread, *starlark.Builtin, starlar
 		}
 		st := stateOf(th)
 		ctx := st.context()
-		if !st.logger.Enabled(ctx, level) {
+		if !st.log().Enabled(ctx, level) {
 			return starlark.None, nil
 		}
 		attrs := make([]slog.Attr, 0, len(kwargs))
 		for _, kv := range kwargs {
 			attrs = append(attrs, logAttr(string(kv[0].(starlark.String)), kv[1]))
 		}
-		st.logger.LogAttrs(ctx, level, text, attrs...)
+		st.log().LogAttrs(ctx, level, text, attrs...)
 		return starlark.None, nil
 	}
 }

@@ -33,10 +33,13 @@ const (
 // state is the per-thread state the builtins read. A thread is never
 // shared between goroutines, so neither is its state.
 type state struct {
-	phase  phase
-	ctx    context.Context
-	logger *slog.Logger
-	env    *environment
+	phase phase
+	ctx   context.Context
+	// logger, with logWith added the first time log() is asked for it: most
+	// runs never log, and a logger With attributes costs an allocation.
+	logger  *slog.Logger
+	logWith []any
+	env     *environment
 
 	// mod is the file whose top level runs (load, config and exec phases).
 	mod *module
@@ -57,6 +60,15 @@ func stateOf(th *starlark.Thread) *state {
 	return &state{phase: phaseLoad, ctx: context.Background(), logger: slog.New(slog.DiscardHandler)}
 }
 
+// log is the logger of the thread's execution.
+func (st *state) log() *slog.Logger {
+	if st.logWith != nil {
+		st.logger = st.logger.With(st.logWith...)
+		st.logWith = nil
+	}
+	return st.logger
+}
+
 // context is the run's context, or Background outside a run.
 func (st *state) context() context.Context {
 	if st.ctx == nil {
@@ -75,7 +87,7 @@ func (env *environment) thread(name string, st *state) *starlark.Thread {
 		Name: name,
 		Print: func(th *starlark.Thread, msg string) {
 			st := stateOf(th)
-			st.logger.InfoContext(st.context(), msg, "via", "print")
+			st.log().InfoContext(st.context(), msg, "via", "print")
 		},
 	}
 	th.SetLocal(stateKey, st)

@@ -166,21 +166,35 @@ func (c *consumer) run(ctx context.Context, out chan<- *message.Message) {
 // consume hands out the deliveries of the current channel one at a time.
 // It returns true when the subscription is over, false when the channel
 // or the consumer is gone and must be opened again.
+//
+// Acks are sent in batches, one basic.ack with multiple set for the latest
+// delivery tag: when half the prefetch is acked, when no delivery is
+// waiting (so the broker's window never stays shut), before a nack, and
+// before the channel closes. RabbitMQ then handles one frame where it
+// handled several; an ack lost to a crash before its batch went out only
+// redelivers (at-least-once).
 func (c *consumer) consume(ctx, mctx context.Context, out chan<- *message.Message) bool {
+	acks := ackBatch{ch: c.ch, size: max(c.prefetch/2, 1), settle: c.settle}
 	for {
 		var d amqp.Delivery
 		var ok bool
 		select {
 		case d, ok = <-c.deliveries:
-		case <-ctx.Done():
-			c.stopIntake()
-			c.ch.Close()
-			return true
-		case <-c.s.closing:
-			c.ch.Close()
-			return true
+		default:
+			acks.flush()
+			select {
+			case d, ok = <-c.deliveries:
+			case <-ctx.Done():
+				c.stopIntake()
+				c.ch.Close()
+				return true
+			case <-c.s.closing:
+				c.ch.Close()
+				return true
+			}
 		}
 		if !ok {
+			acks.flush()
 			if c.ch.IsClosed() {
 				c.log.Warn("consumer channel closed; resuming when the connection is back")
 			} else {
@@ -194,32 +208,61 @@ func (c *consumer) consume(ctx, mctx context.Context, out chan<- *message.Messag
 		select {
 		case out <- msg:
 		case <-ctx.Done():
+			acks.flush()
 			c.stopIntake()
 			c.ch.Close() // d was not acked: it goes back too
 			return true
 		case <-c.s.closing:
+			acks.flush()
 			c.ch.Close()
 			return true
 		}
 		if c.autoAck {
-			c.settle(d.Ack(false))
+			acks.add(d.DeliveryTag)
 		}
-		v := c.await(ctx, msg)
+		v := c.await(ctx, msg, acks.flush)
 		switch {
 		case v == closed:
+			acks.flush()
 			c.ch.Close()
 			return true
 		case c.autoAck:
 		case v == acked:
-			c.settle(d.Ack(false))
+			acks.add(d.DeliveryTag)
 		case v == nacked:
+			acks.flush()
 			c.settle(d.Nack(false, true))
 		}
 		if ctx.Err() != nil {
+			acks.flush()
 			c.ch.Close()
 			return true
 		}
 	}
+}
+
+// ackBatch gathers acks of one channel into one basic.ack.
+type ackBatch struct {
+	ch     *amqp.Channel
+	size   int
+	settle func(error)
+	last   uint64
+	n      int
+}
+
+func (a *ackBatch) add(tag uint64) {
+	a.last = tag
+	if a.n++; a.n >= a.size {
+		a.flush()
+	}
+}
+
+func (a *ackBatch) flush() {
+	if a.n == 0 {
+		return
+	}
+	a.n = 0
+	a.settle(a.ch.Ack(a.last, true))
 }
 
 func (c *consumer) settle(err error) {
@@ -229,8 +272,9 @@ func (c *consumer) settle(err error) {
 }
 
 // await waits for the ack or nack of the message in flight. A cancelled
-// ctx hands back the messages not yet handed out at once, and still waits.
-func (c *consumer) await(ctx context.Context, msg *message.Message) verdict {
+// ctx hands back the messages not yet handed out at once (after the acks
+// not yet sent: flush), and still waits.
+func (c *consumer) await(ctx context.Context, msg *message.Message, flush func()) verdict {
 	done := ctx.Done()
 	for {
 		select {
@@ -249,6 +293,7 @@ func (c *consumer) await(ctx context.Context, msg *message.Message) verdict {
 				return closed
 			}
 		case <-done:
+			flush()
 			c.stopIntake()
 			done = nil
 		}
