@@ -29,6 +29,14 @@ type Options struct {
 	// loops forever fails the load instead of hanging it; zero means
 	// DefaultMaxLoadSteps.
 	MaxLoadSteps uint64
+	// Sources, if set, is told every file Load read: the tasks root as
+	// given, the file's path relative to it (as the walk found it, or as a
+	// load() statement named it) and its source. Writing them out under a
+	// new root gives a copy that loads to the same tasks, hashes included.
+	Sources func(root, rel string, src []byte)
+	// Shown renames tasks roots in positions and errors: a root given as a
+	// key is shown as its value.
+	Shown map[string]string
 }
 
 // DefaultMaxLoadSteps is the step budget of one file's top level: far more
@@ -106,6 +114,8 @@ type environment struct {
 	lookupEnv    func(string) (string, bool)
 	predeclared  starlark.StringDict
 	maxLoadSteps uint64
+	sources      func(root, rel string, src []byte)
+	shown        map[string]string
 }
 
 func newEnvironment(opts Options) *environment {
@@ -113,6 +123,8 @@ func newEnvironment(opts Options) *environment {
 		logger:       opts.Logger,
 		lookupEnv:    opts.LookupEnv,
 		maxLoadSteps: opts.MaxLoadSteps,
+		sources:      opts.Sources,
+		shown:        opts.Shown,
 	}
 	if env.logger == nil {
 		env.logger = slog.New(slog.DiscardHandler)
@@ -302,8 +314,18 @@ func (l *loader) root(dir string) *root {
 		return rt
 	}
 	rt := &root{given: filepath.Clean(dir), abs: abs}
+	if shown, ok := l.env.shown[rt.given]; ok {
+		rt.given = shown
+	}
 	l.roots[abs] = rt
 	return rt
+}
+
+// read tells Options.Sources of a file read under rt as rel.
+func (l *loader) read(rt *root, rel string, m *module) {
+	if l.env.sources != nil && m.err == nil {
+		l.env.sources(rt.given, filepath.ToSlash(rel), m.src)
+	}
 }
 
 // addFile adds the task file at rel under rt, once even when several roots
@@ -314,6 +336,7 @@ func (l *loader) addFile(rt *root, rel string) {
 		l.errs = append(l.errs, Error{Pos: filepath.Join(rt.given, rel), Msg: err.Error()})
 		return
 	}
+	l.read(rt, rel, m)
 	if m.walked {
 		return
 	}
@@ -499,18 +522,21 @@ func (l *loader) resolve(rt *root, name string) (*module, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.read(rt, clean, m)
 	return m, nil
 }
 
-// hash covers m's path and source and, in load order, the hash of every
-// module it loads: equal hashes mean the same code runs.
+// hash covers m's source and, in load order, the hash of every module it
+// loads: equal hashes mean the same code runs. The path is not in it: a
+// copy of the files elsewhere (a worker process's snapshot, a Kubernetes
+// ConfigMap's new directory) is the same code.
 func (l *loader) hash(m *module) string {
 	if m.hash != "" {
 		return m.hash
 	}
 	m.hash = "-" // guards against a cycle; a load with a cycle fails anyway
 	h := sha256.New()
-	fmt.Fprintf(h, "symphony task file v1\x00%s\x00%d\x00", m.rel, len(m.src))
+	fmt.Fprintf(h, "symphony task file v2\x00%d\x00", len(m.src))
 	h.Write(m.src)
 	for _, dep := range m.loads {
 		fmt.Fprintf(h, "\x00load\x00%s", l.hash(dep))

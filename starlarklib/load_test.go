@@ -696,3 +696,59 @@ func TestLoadRoots(t *testing.T) {
 		t.Errorf("overlapping roots: %v", got)
 	}
 }
+
+// A copy written from what Sources reports loads to the same tasks, hashes
+// included, and Shown names the original root in positions.
+func TestSourcesMakeACopyThatLoadsTheSame(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join(t.TempDir(), "tasks")
+	for name, src := range map[string]string{
+		"a.star":         "load(\"lib/util.star\", \"ok\")\ntask(subscribe_to = [\"a\"], work = ok)\n",
+		"sub/b.star":     "load(\"lib/util.star\", \"ok\")\ntask(subscribe_to = [\"b\"], work = ok)\n",
+		"lib/util.star":  "def ok(payload, meta):\n    return True\n",
+		"notes/.x.star":  "this is not starlark",
+		"symphony.star":  "config(log_level = \"debug\")\n",
+		"a_test.star":    "this is not loaded",
+		"lib/other.star": "def unused():\n    pass\n",
+	} {
+		p := filepath.Join(root, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(src), 0o644)
+	}
+	copyRoot := filepath.Join(t.TempDir(), "copy")
+	seen := map[string]bool{}
+	orig, err := Load([]string{root}, Options{Sources: func(r, rel string, src []byte) {
+		if r != root {
+			t.Errorf("Sources root %q, want %q", r, root)
+		}
+		seen[rel] = true
+		p := filepath.Join(copyRoot, filepath.FromSlash(rel))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, src, 0o644)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a.star", "lib/other.star", "lib/util.star", "sub/b.star"}
+	var got []string
+	for rel := range seen {
+		got = append(got, rel)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("Sources told of %v, want %v", got, want)
+	}
+	copied, err := Load([]string{copyRoot}, Options{Shown: map[string]string{copyRoot: root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(copied) != len(orig) {
+		t.Fatalf("%d tasks from the copy, %d from the original", len(copied), len(orig))
+	}
+	for i := range orig {
+		o, c := orig[i].Spec, copied[i].Spec
+		if o.Hash != c.Hash || o.Pos != c.Pos || o.File != c.File {
+			t.Errorf("task %s: original (%s, %s, %s), copy (%s, %s, %s)", o.Name, o.Hash, o.Pos, o.File, c.Hash, c.Pos, c.File)
+		}
+	}
+}
