@@ -39,14 +39,25 @@ func (e *Engine) adminServer() *http.Server {
 
 // Status is what the daemon reports about itself at /status.
 type Status struct {
-	Version    string       `json:"version,omitempty"`
-	Broker     string       `json:"broker"`
-	Exchange   string       `json:"exchange"`
-	Connected  bool         `json:"connected"`
-	Ready      bool         `json:"ready"`
-	StartedAt  time.Time    `json:"started_at"`
-	Generation int          `json:"generation"`
-	Tasks      []TaskStatus `json:"tasks"`
+	Version    string        `json:"version,omitempty"`
+	Broker     string        `json:"broker"`
+	Exchange   string        `json:"exchange"`
+	Connected  bool          `json:"connected"`
+	Ready      bool          `json:"ready"`
+	StartedAt  time.Time     `json:"started_at"`
+	Generation int           `json:"generation"`
+	LastReload *reloadResult `json:"last_reload"`
+	Settings   Settings      `json:"settings"`
+	Tasks      []TaskStatus  `json:"tasks"`
+}
+
+// Settings are the daemon-wide settings in force, which a reload may
+// change.
+type Settings struct {
+	ScalingInterval float64 `json:"scaling_interval_seconds"`
+	ShutdownTimeout float64 `json:"shutdown_timeout_seconds"`
+	ThrottleMax     int     `json:"throttle_max"`
+	ThrottleFactor  float64 `json:"throttle_factor"`
 }
 
 // TaskStatus is one task's part of Status.
@@ -92,8 +103,12 @@ func (e *Engine) Status() Status {
 		Ready:      e.isReady(),
 		StartedAt:  e.started,
 		Generation: e.generation,
+		LastReload: e.lastReload,
 		Tasks:      []TaskStatus{},
 	}
+	t := e.tuning.Load()
+	s.Settings = Settings{ScalingInterval: t.ScalingInterval.Seconds(), ShutdownTimeout: t.ShutdownTimeout.Seconds(),
+		ThrottleMax: t.ThrottleMax, ThrottleFactor: t.ThrottleFactor}
 	draining := map[string]int{}
 	for p := range e.draining {
 		draining[p.task.Spec.Name]++

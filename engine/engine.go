@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,7 +56,32 @@ type Config struct {
 	// Spawn builds the command of a worker process, for tasks with
 	// isolation = "process".
 	Spawn Spawner
+	// Load loads the next generation for Reload, off to the side.
+	Load Loader
 }
+
+// Generation is one load of what the engine runs: the tasks, and the
+// settings that may change while it runs.
+type Generation struct {
+	Tasks  []tasks.Task
+	Tuning Tuning
+	// Commit, if set, is called once the generation runs: what the loader
+	// prepared for it (a log level, worker processes' copies of the files)
+	// takes effect then and not before.
+	Commit func()
+}
+
+// Tuning are the settings a reload may change live.
+type Tuning struct {
+	ScalingInterval time.Duration
+	ShutdownTimeout time.Duration
+	ThrottleMax     int
+	ThrottleFactor  float64
+}
+
+// Loader loads the next generation. It must not change what runs: the
+// engine applies what it returns only when it returns no error.
+type Loader func(ctx context.Context) (Generation, error)
 
 func (c Config) withDefaults() Config {
 	if c.Logger == nil {
@@ -101,6 +125,9 @@ type Engine struct {
 
 	admin net.Listener
 
+	tuning atomic.Pointer[Tuning]
+
+	reloading  sync.Mutex // one reload at a time
 	mu         sync.Mutex
 	intake     context.Context // Run's; nil until Run starts the pools
 	current    map[string]*pool
@@ -108,7 +135,18 @@ type Engine struct {
 	draining   map[*pool]bool
 	states     map[string]*taskState
 	generation int
+	lastReload *reloadResult
 	pools      sync.WaitGroup
+}
+
+// reloadResult is the last reload, for status.
+type reloadResult struct {
+	At         time.Time `json:"at"`
+	Trigger    string    `json:"trigger"`
+	Success    bool      `json:"success"`
+	Error      string    `json:"error,omitempty"`
+	Generation int       `json:"generation"`
+	Changed    []string  `json:"changed,omitempty"`
 }
 
 // New prepares an engine for the given tasks; Run starts it.
@@ -126,6 +164,9 @@ func New(cfg Config, ts []tasks.Task) (*Engine, error) {
 		current: map[string]*pool{}, draining: map[*pool]bool{}, states: map[string]*taskState{},
 	}
 	e.hard, e.cancelHard = context.WithCancelCause(context.Background())
+	e.tuning.Store(&Tuning{ScalingInterval: cfg.ScalingInterval, ShutdownTimeout: cfg.ShutdownTimeout,
+		ThrottleMax: cfg.ThrottleMax, ThrottleFactor: cfg.ThrottleFactor})
+	m.lastReload.Set(1)
 	return e, nil
 }
 
@@ -189,7 +230,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	workers := 0
 	for _, t := range e.initial {
-		if err := e.launch(t, e.poolReady); err != nil {
+		if err := e.launch(t, 1, e.poolReady); err != nil {
 			e.mu.Unlock()
 			e.stopAll()
 			return err
@@ -202,8 +243,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	<-ctx.Done()
 	done := make(chan struct{})
 	go func() { e.pools.Wait(); close(done) }()
-	e.log.Info("stopping: finishing in-flight messages", "timeout", e.cfg.ShutdownTimeout.String())
-	timer := time.NewTimer(e.cfg.ShutdownTimeout)
+	grace := e.tuning.Load().ShutdownTimeout
+	e.log.Info("stopping: finishing in-flight messages", "timeout", grace.String())
+	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
 	case <-done:
@@ -248,7 +290,7 @@ func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
 
 // launch starts a pool for t and makes it the task's current pool. The
 // caller holds e.mu.
-func (e *Engine) launch(t tasks.Task, ready func()) error {
+func (e *Engine) launch(t tasks.Task, generation int, ready func()) error {
 	name := t.Spec.Name
 	state := e.states[name]
 	if state == nil {
@@ -256,6 +298,7 @@ func (e *Engine) launch(t tasks.Task, ready func()) error {
 		e.states[name] = state
 	}
 	p := newPool(e, t, state)
+	p.generation = generation
 	p.ready = ready
 	if err := p.open(); err != nil {
 		return err
@@ -275,7 +318,7 @@ func (e *Engine) launch(t tasks.Task, ready func()) error {
 // holds e.mu.
 func (e *Engine) drain(p *pool, then func()) {
 	e.draining[p] = true
-	p.cancel()
+	p.retire()
 	go func() {
 		<-p.done
 		if then != nil {
@@ -287,66 +330,118 @@ func (e *Engine) drain(p *pool, then func()) {
 	}()
 }
 
-// Apply makes the running tasks the given ones, one task at a time: an
-// unchanged task keeps running untouched; a changed one starts its new
-// version, then drains the old; a removed one has its patterns unbound and
-// drains; a new one declares its queue and starts. Bindings are added
-// before stale ones are removed, so a key that both the old and the new
-// patterns match is routed throughout.
+// Reload loads the next generation with Config.Load and applies it; the
+// trigger names what asked for it in logs and status. Reloads run one at
+// a time. On any error the running generation stays untouched.
+func (e *Engine) Reload(ctx context.Context, trigger string) error {
+	e.reloading.Lock()
+	defer e.reloading.Unlock()
+	if e.cfg.Load == nil {
+		return errors.New("reload: the engine has no loader")
+	}
+	log := e.log.With("trigger", trigger)
+	gen, err := e.cfg.Load(ctx)
+	var changed []string
+	if err == nil {
+		changed, err = e.apply(ctx, gen)
+	}
+	if err == nil && gen.Commit != nil {
+		gen.Commit()
+	}
+	e.mu.Lock()
+	result := &reloadResult{At: time.Now().UTC(), Trigger: trigger, Success: err == nil, Generation: e.generation, Changed: changed}
+	e.mu.Unlock()
+	if err != nil {
+		result.Error = err.Error()
+		e.metrics.reloads.WithLabelValues("failure").Inc()
+		e.metrics.lastReload.Set(0)
+		log.Error("reload failed: the running tasks stay", "err", err)
+	} else {
+		e.metrics.reloads.WithLabelValues("success").Inc()
+		e.metrics.lastReload.Set(1)
+		log.Info("reloaded", "generation", result.Generation, "changed", len(changed), "tasks", len(gen.Tasks))
+	}
+	e.mu.Lock()
+	e.lastReload = result
+	e.mu.Unlock()
+	return err
+}
+
+// Apply makes the running tasks the given ones; see apply.
 func (e *Engine) Apply(ctx context.Context, ts []tasks.Task) error {
+	_, err := e.apply(ctx, Generation{Tasks: ts, Tuning: *e.tuning.Load()})
+	return err
+}
+
+// apply makes the running tasks a generation's, one task at a time: an
+// unchanged task keeps running untouched; a changed one stops taking
+// messages, its new version starts, and the old one finishes what it had
+// started on the code it started it with; a removed one has its patterns
+// unbound and drains; a new one declares its queue and starts. Bindings
+// are added before stale ones are removed, so a key that both the old and
+// the new patterns match is routed throughout. It returns the names of
+// the tasks that changed.
+func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.intake == nil {
-		return errors.New("apply tasks: the engine is not running")
+		return nil, errors.New("apply tasks: the engine is not running")
 	}
 	if e.intake.Err() != nil {
-		return errors.New("apply tasks: the engine is stopping")
+		return nil, errors.New("apply tasks: the engine is stopping")
 	}
-	wanted := map[string]bool{}
-	for _, t := range ts {
-		wanted[t.Spec.Name] = true
+	running := make([]tasks.Task, 0, len(e.order))
+	for _, name := range e.order {
+		running = append(running, e.current[name].task)
 	}
+	diffs := tasks.Compare(running, gen.Tasks)
 	// Declare first: a broker that refuses a queue leaves every pool as it
 	// was.
-	var changed []tasks.Task
-	for _, t := range ts {
-		if old := e.current[t.Spec.Name]; old != nil && sameSpec(old.task.Spec, t.Spec) {
-			continue
+	for _, d := range diffs {
+		if d.Change == tasks.Added || d.Change == tasks.Changed {
+			if err := e.declare(ctx, d.New.Spec); err != nil {
+				return nil, err
+			}
 		}
-		if err := e.declare(ctx, t.Spec); err != nil {
-			return err
-		}
-		changed = append(changed, t)
 	}
-	for _, t := range changed {
-		old := e.current[t.Spec.Name]
-		if err := e.launch(t, nil); err != nil {
-			return err
-		}
-		if old == nil {
-			e.log.Info("task started", "task", t.Spec.Name, "queue", t.Spec.Queue)
+	e.tuning.Store(&gen.Tuning)
+	next := e.generation + 1
+	var changed []string
+	for _, d := range diffs {
+		switch d.Change {
+		case tasks.Unchanged:
 			continue
+		case tasks.Added:
+			if err := e.launch(d.New, next, nil); err != nil {
+				return changed, err
+			}
+			e.log.Info("task started", "task", d.Name, "queue", d.New.Spec.Queue, "generation", next)
+		case tasks.Changed:
+			old := e.current[d.Name]
+			var unbind func()
+			if old.task.Spec.Queue != d.New.Spec.Queue {
+				unbind = e.unbinder(old.task.Spec)
+			}
+			e.drain(old, unbind)
+			e.log.Info("task changed: the new version takes over, the old one finishes what it started",
+				"task", d.Name, "generation", next)
+			if err := e.launch(d.New, next, nil); err != nil {
+				return changed, err
+			}
+		case tasks.Removed:
+			old := e.current[d.Name]
+			e.unbinder(old.task.Spec)()
+			e.drain(old, nil)
+			delete(e.current, d.Name)
+			e.order = deleteName(e.order, d.Name)
+			e.log.Info("task removed: its patterns are unbound and it finishes what it started", "task", d.Name)
 		}
-		e.log.Info("task changed: new version started, old draining", "task", t.Spec.Name)
-		var unbind func()
-		if old.task.Spec.Queue != t.Spec.Queue {
-			unbind = e.unbinder(old.task.Spec)
-		}
-		e.drain(old, unbind)
+		changed = append(changed, d.Name)
 	}
-	for _, name := range append([]string(nil), e.order...) {
-		if wanted[name] {
-			continue
-		}
-		old := e.current[name]
-		e.unbinder(old.task.Spec)()
-		e.log.Info("task removed: draining", "task", name)
-		e.drain(old, nil)
-		delete(e.current, name)
-		e.order = deleteName(e.order, name)
+	if len(changed) > 0 {
+		e.generation = next
 	}
-	e.generation++
-	return nil
+	return changed, nil
 }
 
 // unbinder returns a function that removes every binding of a task's queue.
@@ -359,13 +454,6 @@ func (e *Engine) unbinder(spec tasks.Spec) func() {
 			e.log.Error("unbind the patterns of a removed queue", "queue", spec.Queue, "err", err)
 		}
 	}
-}
-
-// sameSpec reports whether two loads of a task would run it the same way:
-// the same code (Hash covers the file and its libraries) and settings.
-func sameSpec(a, b tasks.Spec) bool {
-	a.Scaler, b.Scaler = nil, nil
-	return reflect.DeepEqual(a, b)
 }
 
 func deleteName(names []string, name string) []string {

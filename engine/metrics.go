@@ -13,6 +13,9 @@ type metrics struct {
 	depth    *prometheus.GaugeVec
 	timeouts *prometheus.CounterVec
 	restarts *prometheus.CounterVec
+
+	reloads    *prometheus.CounterVec
+	lastReload prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,11 +45,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "symphony_worker_restarts_total",
 			Help: "Workers started to replace workers that failed.",
 		}, []string{"task"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "symphony_reloads_total",
+			Help: "Reloads of the task files, by result (success, failure).",
+		}, []string{"result"}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "symphony_last_reload_success",
+			Help: "1 if the last reload succeeded (or none happened yet), 0 if it failed.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts, m.restarts} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts, m.restarts, m.reloads, m.lastReload} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	for _, result := range []string{"success", "failure"} {
+		m.reloads.WithLabelValues(result) // present from the start, at 0
 	}
 	return m, nil
 }

@@ -69,10 +69,16 @@ type pool struct {
 	scaler tasks.Scaler
 	every  time.Duration
 
+	// generation is the one that started the pool.
+	generation int
 	// cancel stops the pool's intake: its workers drain and exit.
 	cancel context.CancelFunc
-	done   chan struct{}
-	ready  func() // called once, when min_workers have subscribed
+	// gate orders message starts against retire: a worker starts a message
+	// holding it shared, retire stops intake holding it alone, so no
+	// message starts on a pool after it was retired.
+	gate  sync.RWMutex
+	done  chan struct{}
+	ready func() // called once, when min_workers have subscribed
 
 	subscribed atomic.Int64
 	exits      chan exit
@@ -114,12 +120,10 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 		state:    state,
 		log:      log,
 		run:      &runner{task: t, broker: e.cfg.Broker, log: log},
-		every:    e.cfg.ScalingInterval,
 		done:     make(chan struct{}),
 		exits:    make(chan exit),
 		workers:  map[int]worker{},
 		stopping: map[int]bool{},
-		throttle: throttle{limit: e.cfg.ThrottleMax, factor: e.cfg.ThrottleFactor},
 	}
 	m := e.metrics
 	for _, a := range []tasks.Action{tasks.Ack, tasks.Retry, tasks.Dead} {
@@ -132,9 +136,6 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 		p.scaler = fill{}
 	case tasks.Scaled:
 		p.scaler = spec.Scaler
-		if spec.ScaleInterval > 0 {
-			p.every = spec.ScaleInterval
-		}
 	default:
 		p.scaler = longlived{}
 	}
@@ -165,6 +166,7 @@ func (p *pool) loop(intake, hard context.Context) {
 			p.log.Error("close subscriber", "err", err)
 		}
 	}()
+	p.tune()
 	p.throttle.started(time.Now())
 	for range p.task.Spec.MinWorkers {
 		p.start(intake, hard, "min_workers")
@@ -177,6 +179,9 @@ func (p *pool) loop(intake, hard context.Context) {
 		case ex := <-p.exits:
 			p.reap(ex)
 		case <-tick.C:
+			if every := p.every; p.tune() != every {
+				tick.Reset(p.every)
+			}
 			p.tick(intake, hard)
 		case <-intake.Done():
 			for len(p.workers) > 0 {
@@ -186,6 +191,40 @@ func (p *pool) loop(intake, hard context.Context) {
 			return
 		}
 	}
+}
+
+// tune takes the settings a reload may have changed and returns the
+// scaling interval.
+func (p *pool) tune() time.Duration {
+	t := p.eng.tuning.Load()
+	p.throttle.limit, p.throttle.factor = t.ThrottleMax, t.ThrottleFactor
+	p.every = t.ScalingInterval
+	if s := p.task.Spec.ScaleInterval; s > 0 {
+		p.every = s
+	}
+	return p.every
+}
+
+// retire stops the pool's intake; no message starts on it afterwards.
+func (p *pool) retire() {
+	p.gate.Lock()
+	defer p.gate.Unlock()
+	p.cancel()
+}
+
+// begin reports whether a worker may start a message it was handed: not
+// after the pool was retired (the message goes back to the queue, for the
+// version that replaced it).
+func (p *pool) begin(intake context.Context, msg *message.Message) bool {
+	p.gate.RLock()
+	defer p.gate.RUnlock()
+	if intake.Err() != nil {
+		return false
+	}
+	if p.log.Enabled(intake, slog.LevelDebug) {
+		p.log.Debug("message started", "message_id", msg.Metadata.Get(broker.MetaMessageID), "generation", p.generation)
+	}
+	return true
 }
 
 // tick is one scaling step.

@@ -246,6 +246,10 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 	run := &runner{task: cfg.Task, broker: cfg.Broker, log: log}
 	var result error
 	for msg := range msgs {
+		if intake.Err() != nil {
+			msg.Nack() // handed out as intake stopped: for the next worker
+			continue
+		}
 		report(event{Event: "start"})
 		h := run.handle(hard, msg)
 		report(event{Event: "done", MessageID: h.delivery.MessageID, Action: h.outcome.Action.String(),

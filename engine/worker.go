@@ -41,6 +41,10 @@ func (w *threadWorker) work(ctx, hard context.Context) error {
 	}
 	p.workerSubscribed()
 	for msg := range msgs {
+		if !p.begin(ctx, msg) {
+			msg.Nack()
+			continue
+		}
 		w.working.Store(true)
 		p.observe(p.run.handle(hard, msg))
 		w.lastActive.Store(time.Now().UnixNano())
