@@ -67,7 +67,7 @@ func withDeadLetters(c *cli.Context, f func(context.Context, broker.DeadLetters)
 	if err != nil {
 		return err
 	}
-	log := newLogger(s, c.App.ErrWriter)
+	log := newLogger(s, nil, c.App.ErrWriter)
 	ctx := context.Background()
 	b, err := openBroker(ctx, s.Broker, s.Exchange, log, knownQueues(c, log))
 	if err != nil {

@@ -74,7 +74,7 @@ func publish(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(s, c.App.ErrWriter)
+	log := newLogger(s, nil, c.App.ErrWriter)
 
 	var payloads payloadSource
 	if file != "" {

@@ -2,48 +2,96 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
+	"github.com/urfave/cli/v2"
+
+	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/engine"
 	"github.com/symphony-go/symphony/starlarklib"
 )
 
-// reloader turns reload requests into new task sets for the engine, one at
-// a time: it loads and validates every file off to the side and hands the
-// engine the result only when all of it loaded.
-type reloader struct {
-	roots  []string
-	only   []string
-	engine *engine.Engine
-	log    *slog.Logger
+// loader loads the daemon's generations: symphony.star, then every task
+// file, off to the side, with the command line's flags and environment
+// over the file as at start. The engine runs what it returns only when it
+// returns no error.
+type loader struct {
+	c       *cli.Context
+	roots   []string
+	initial settings
+	level   *slog.LevelVar
+	log     *slog.Logger
+	copies  *snapshots
 }
 
-// run serves reload requests until ctx ends; each request names its
-// trigger.
-func (r *reloader) run(ctx context.Context, requests <-chan string) {
+func (l *loader) load(context.Context) (engine.Generation, error) {
+	file, err := starlarklib.LoadConfig(l.roots)
+	if err != nil {
+		return engine.Generation{}, err
+	}
+	s, err := resolve(l.c, file)
+	if err != nil {
+		return engine.Generation{}, err
+	}
+	if err := fixedSettings(l.initial, s, file); err != nil {
+		return engine.Generation{}, err
+	}
+	src := sources{}
+	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add})
+	if err == nil {
+		ts, err = selectTasks(ts, s.Tasks)
+	}
+	if err != nil {
+		return engine.Generation{}, err
+	}
+	if err := l.copies.keep(src, ts); err != nil {
+		return engine.Generation{}, err
+	}
+	return engine.Generation{
+		Tasks: ts,
+		Tuning: engine.Tuning{ScalingInterval: s.ScalingInterval, ShutdownTimeout: s.ShutdownTimeout,
+			ThrottleMax: s.ThrottleMax, ThrottleFactor: s.ThrottleFactor},
+		Commit: func() { l.level.Set(s.LogLevel) },
+	}, nil
+}
+
+// fixedSettings refuses a change to a setting that cannot change while
+// the daemon runs.
+func fixedSettings(was, now settings, file starlarklib.Config) error {
+	for _, f := range []struct {
+		name     string
+		was, now string
+	}{
+		{"broker", broker.Redact(was.Broker), broker.Redact(now.Broker)},
+		{"exchange", was.Exchange, now.Exchange},
+		{"admin-addr", was.AdminAddr, now.AdminAddr},
+		{"log-format", was.LogFormat, now.LogFormat},
+		{"no-watch", fmt.Sprint(was.NoWatch), fmt.Sprint(now.NoWatch)},
+	} {
+		if f.was == f.now {
+			continue
+		}
+		where := ""
+		if pos := file[f.name].Pos; pos != "" {
+			where = pos + ": "
+		}
+		return fmt.Errorf("%s%s cannot change while the daemon runs (it runs with %q, now %q): restart the daemon to change it",
+			where, f.name, f.was, f.now)
+	}
+	return nil
+}
+
+// reloads feeds every trigger (SIGHUP, file changes) to the engine, one
+// reload at a time, until ctx ends.
+func reloads(ctx context.Context, eng *engine.Engine, triggers <-chan string) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case trigger := <-requests:
-			r.reload(ctx, trigger)
+		case trigger := <-triggers:
+			// The engine logs the result and keeps it for status.
+			_ = eng.Reload(ctx, trigger)
 		}
 	}
-}
-
-func (r *reloader) reload(ctx context.Context, trigger string) {
-	log := r.log.With("trigger", trigger)
-	ts, err := starlarklib.Load(r.roots, starlarklib.Options{Logger: r.log})
-	if err == nil {
-		ts, err = selectTasks(ts, r.only)
-	}
-	if err != nil {
-		log.Error("reload failed: the running tasks stay", "err", err)
-		return
-	}
-	if err := r.engine.Apply(ctx, ts); err != nil {
-		log.Error("reload failed: the running tasks stay", "err", err)
-		return
-	}
-	log.Info("reloaded", "tasks", len(ts))
 }

@@ -58,7 +58,7 @@ func load(c *cli.Context) (loaded, error) {
 	if err != nil {
 		return loaded{}, err
 	}
-	log := newLogger(s, c.App.ErrWriter)
+	log := newLogger(s, nil, c.App.ErrWriter)
 	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log})
 	if err != nil {
 		return loaded{}, err
@@ -92,13 +92,45 @@ func selectTasks(ts []tasks.Task, names []string) ([]tasks.Task, error) {
 }
 
 func run(c *cli.Context) error {
-	l, err := load(c)
+	roots := c.Args().Slice()
+	if len(roots) == 0 {
+		return usagef("run needs a tasks directory, as in 'symphony run tasks/'")
+	}
+	for _, r := range roots {
+		if _, err := os.Stat(r); err != nil {
+			return fmt.Errorf("read tasks: %w", err)
+		}
+	}
+	file, err := starlarklib.LoadConfig(roots)
 	if err != nil {
 		return err
 	}
-	s, log := l.settings, l.log
-	if len(l.tasks) == 0 {
-		return fmt.Errorf("no tasks found under %s: a task file calls task(...)", strings.Join(c.Args().Slice(), ", "))
+	s, err := resolve(c, file)
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	level.Set(s.LogLevel)
+	log := newLogger(s, level, c.App.ErrWriter)
+	// The watcher takes its first look before the files load: a change
+	// in between then reloads rather than going unseen.
+	var w *watcher
+	if !s.NoWatch {
+		w = newWatcher(roots, log)
+		w.start()
+	}
+	copies, err := newSnapshots(roots)
+	if err != nil {
+		return err
+	}
+	defer copies.remove()
+	l := &loader{c: c, roots: roots, initial: s, level: level, log: log, copies: copies}
+	gen, err := l.load(context.Background())
+	if err != nil {
+		return err
+	}
+	if len(gen.Tasks) == 0 {
+		return fmt.Errorf("no tasks found under %s: a task file calls task(...)", strings.Join(roots, ", "))
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -122,12 +154,13 @@ func run(c *cli.Context) error {
 		ThrottleMax:     s.ThrottleMax,
 		ThrottleFactor:  s.ThrottleFactor,
 		Version:         versionString(),
-		Spawn:           spawner(c.Args().Slice(), s, s.Exchange),
-	}, l.tasks)
+		Spawn:           spawner(roots, s, copies),
+		Load:            l.load,
+	}, gen.Tasks)
 	if err != nil {
 		return err
 	}
-	for _, t := range l.tasks {
+	for _, t := range gen.Tasks {
 		log.Info("task loaded", "task", t.Spec.Name, "queue", t.Spec.Queue, "patterns", t.Spec.Patterns,
 			"work_model", string(t.Spec.WorkModel), "workers", t.Spec.MaxWorkers, "file", t.Spec.File)
 	}
@@ -135,20 +168,20 @@ func run(c *cli.Context) error {
 
 	// Signals are handled here and nowhere else. The first INT, TERM or
 	// QUIT stops intake and lets in-flight messages finish; the second
-	// cancels them and hands them back. HUP reloads; USR1 logs a status
-	// summary.
+	// cancels them and hands them back. HUP reloads, as a change to the
+	// task files does; USR1 logs a status summary.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
-	reloads := make(chan string, 1)
+	triggers := make(chan string, 1)
 	go func() {
 		graceful := true
 		for sig := range sigs {
 			switch sig {
 			case syscall.SIGHUP:
 				select {
-				case reloads <- "SIGHUP":
-				default: // a reload is already due: it will read the newest files
+				case triggers <- "SIGHUP":
+				default: // a reload is due already; it reads the newest files
 				}
 			case syscall.SIGUSR1:
 				eng.LogStatus()
@@ -164,8 +197,10 @@ func run(c *cli.Context) error {
 			}
 		}
 	}()
-	r := &reloader{roots: c.Args().Slice(), only: s.Tasks, engine: eng, log: log}
-	go r.run(ctx, reloads)
+	if w != nil {
+		go w.run(ctx, triggers)
+	}
+	go reloads(ctx, eng, triggers)
 	return eng.Run(ctx)
 }
 

@@ -69,7 +69,7 @@ var options = []option{
 		}},
 	{name: "task", list: true, usage: "run only this task (repeatable)",
 		apply: func(s *settings, v []string) error { s.Tasks = v; return nil }},
-	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change",
+	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change (HUP still reloads)",
 		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},
 }
 
@@ -154,9 +154,13 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// newLogger builds the process's logger on w.
-func newLogger(s settings, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: s.LogLevel}
+// newLogger builds the process's logger on w, at level (a reload may
+// change it), or at the settings' level when level is nil.
+func newLogger(s settings, level slog.Leveler, w io.Writer) *slog.Logger {
+	if level == nil {
+		level = s.LogLevel
+	}
+	opts := &slog.HandlerOptions{Level: level}
 	if s.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -33,6 +34,7 @@ func workerCommand() *cli.Command {
 			&cli.StringFlag{Name: "task-name", Required: true, Usage: "the task to run"},
 			&cli.StringFlag{Name: "hash", Usage: "the task's code hash the daemon loaded"},
 			&cli.BoolFlag{Name: "oneshot", Usage: "handle one message and exit"},
+			&cli.StringSliceFlag{Name: "shown", Usage: "COPY=ROOT: show the tasks root COPY as ROOT in positions"},
 		),
 		Action: runWorker,
 	}
@@ -40,11 +42,12 @@ func workerCommand() *cli.Command {
 
 // spawner returns how the daemon starts worker processes: the binary it
 // runs from (/proc/self/exe, so a binary replaced on disk meanwhile does
-// not mix versions) with the daemon's settings.
-func spawner(roots []string, s settings, exchange string) engine.Spawner {
+// not mix versions) with the daemon's settings, loading the copy of the
+// task files of the generation that loaded the task.
+func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
 	env := append(os.Environ(),
 		envName("broker")+"="+s.Broker,
-		envName("exchange")+"="+exchange,
+		envName("exchange")+"="+s.Exchange,
 		envName("log-format")+"="+s.LogFormat,
 		envName("log-level")+"="+s.LogLevel.String(),
 		envName("shutdown-timeout")+"="+s.ShutdownTimeout.String(),
@@ -55,7 +58,14 @@ func spawner(roots []string, s settings, exchange string) engine.Spawner {
 		if oneshot {
 			args = append(args, "--oneshot")
 		}
-		cmd := exec.Command("/proc/self/exe", append(args, roots...)...)
+		paths := roots
+		if snap, ok := copies.of(spec.Hash); ok {
+			paths = snap.roots
+			for copyRoot, root := range snap.shown {
+				args = append(args, "--shown", copyRoot+"="+root)
+			}
+		}
+		cmd := exec.Command("/proc/self/exe", append(args, paths...)...)
 		cmd.Args[0] = os.Args[0]
 		cmd.Env = env
 		if spec.MaxMemory > 0 {
@@ -79,11 +89,17 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(s, c.App.ErrWriter).With("worker_pid", os.Getpid())
+	log := newLogger(s, nil, c.App.ErrWriter).With("worker_pid", os.Getpid())
 	if err := limitMemory(); err != nil {
 		return err
 	}
-	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log})
+	shown := map[string]string{}
+	for _, kv := range c.StringSlice("shown") {
+		if copyRoot, root, ok := strings.Cut(kv, "="); ok {
+			shown[copyRoot] = root
+		}
+	}
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown})
 	if err != nil {
 		return err
 	}

@@ -268,6 +268,13 @@ func (d *Daemon) WaitForNth(n int, msg string, want map[string]string) Event {
 	}
 }
 
+// EventsAll are all the events logged so far, in order.
+func (d *Daemon) EventsAll() []Event {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Event(nil), d.events...)
+}
+
 // Events are the events with message msg logged so far.
 func (d *Daemon) Events(msg string) []Event {
 	d.mu.Lock()
