@@ -58,6 +58,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			checkCommand(),
 			publishCommand(),
 			deadCommand(),
+			statusCommand(),
 			versionCommand(),
 			workerCommand(),
 		},

@@ -246,3 +246,26 @@ task(name = "sig", subscribe_to = ["sig"], work = work, isolation = %q)
 		})
 	}
 }
+
+func TestStatusCommand(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"echo.star": echoTask}))
+	env.MustRun("", "publish", "echo.x", `{"n": 1}`)
+	d.WaitFor("message acked", nil)
+	addr := d.WaitFor("admin server listening", nil).Str("addr")
+	out := env.MustRun("", "status", "--admin-addr", addr).Stdout
+	for _, want := range []string{"ready", "generation 1", "echo", "longlived", "thread", "1 (1..1)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(env.MustRun("", "status", "--json", "--admin-addr", addr).Stdout), &st); err != nil || st["tasks"] == nil {
+		t.Errorf("status --json: %v %v", err, st)
+	}
+	d.Stop()
+	if r := env.Run("", "status", "--admin-addr", addr); r.Code != 1 || !strings.Contains(r.Stderr, "is it running") {
+		t.Errorf("status with no daemon: exit %d %q", r.Code, r.Stderr)
+	}
+}

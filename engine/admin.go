@@ -46,7 +46,7 @@ type Status struct {
 	Ready      bool          `json:"ready"`
 	StartedAt  time.Time     `json:"started_at"`
 	Generation int           `json:"generation"`
-	LastReload *reloadResult `json:"last_reload"`
+	LastReload *ReloadResult `json:"last_reload"`
 	Settings   Settings      `json:"settings"`
 	Tasks      []TaskStatus  `json:"tasks"`
 }
@@ -74,12 +74,12 @@ type TaskStatus struct {
 	// Throttle is how long worker starts are spaced after failures, in
 	// seconds.
 	Throttle    float64        `json:"throttle_seconds"`
-	LastStart   *happening     `json:"last_start"`
-	LastExit    *happening     `json:"last_exit"`
+	LastStart   *Happening     `json:"last_start"`
+	LastExit    *Happening     `json:"last_exit"`
 	ScalerError string         `json:"scaler_error,omitempty"`
 	Draining    int            `json:"draining"`
 	Messages    map[string]int `json:"messages"`
-	LastError   *failure       `json:"last_error"`
+	LastError   *Failure       `json:"last_error"`
 }
 
 // WorkerCount is a pool's size, how many of its workers are busy, and its

@@ -135,12 +135,12 @@ type Engine struct {
 	draining   map[*pool]bool
 	states     map[string]*taskState
 	generation int
-	lastReload *reloadResult
+	lastReload *ReloadResult
 	pools      sync.WaitGroup
 }
 
-// reloadResult is the last reload, for status.
-type reloadResult struct {
+// ReloadResult is the last reload, for status.
+type ReloadResult struct {
 	At         time.Time `json:"at"`
 	Trigger    string    `json:"trigger"`
 	Success    bool      `json:"success"`
@@ -349,7 +349,7 @@ func (e *Engine) Reload(ctx context.Context, trigger string) error {
 		gen.Commit()
 	}
 	e.mu.Lock()
-	result := &reloadResult{At: time.Now().UTC(), Trigger: trigger, Success: err == nil, Generation: e.generation, Changed: changed}
+	result := &ReloadResult{At: time.Now().UTC(), Trigger: trigger, Success: err == nil, Generation: e.generation, Changed: changed}
 	e.mu.Unlock()
 	if err != nil {
 		result.Error = err.Error()

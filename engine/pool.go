@@ -23,11 +23,11 @@ type taskState struct {
 	counts [3]atomic.Int64 // by tasks.Action: Ack, Retry, Dead
 
 	mu      sync.Mutex
-	lastErr *failure
+	lastErr *Failure
 }
 
-// failure is the last message a task dead-lettered or retried, for status.
-type failure struct {
+// Failure is the last message a task dead-lettered or retried, for status.
+type Failure struct {
 	At        time.Time `json:"at"`
 	MessageID string    `json:"message_id"`
 	Outcome   string    `json:"outcome"`
@@ -35,8 +35,8 @@ type failure struct {
 	Error     string    `json:"error,omitempty"`
 }
 
-// happening is a dated reason, for status: why a worker started or exited.
-type happening struct {
+// Happening is a dated reason, for status: why a worker started or exited.
+type Happening struct {
 	At     time.Time `json:"at"`
 	Reason string    `json:"reason"`
 }
@@ -106,8 +106,8 @@ type poolView struct {
 	Busy        int
 	Depth       int64
 	Throttle    time.Duration
-	LastStart   *happening
-	LastExit    *happening
+	LastStart   *Happening
+	LastExit    *Happening
 	ScalerError string
 }
 
@@ -317,7 +317,7 @@ func (p *pool) start(intake, hard context.Context, reason string) {
 			p.throttle.exited(true)
 			p.log.Error("start worker process", "err", err)
 			p.mu.Lock()
-			p.view.LastExit = &happening{At: time.Now().UTC(), Reason: err.Error()}
+			p.view.LastExit = &Happening{At: time.Now().UTC(), Reason: err.Error()}
 			p.mu.Unlock()
 			return
 		}
@@ -341,7 +341,7 @@ func (p *pool) start(intake, hard context.Context, reason string) {
 	}
 	p.eng.metrics.workers.WithLabelValues(p.task.Spec.Name).Inc()
 	p.mu.Lock()
-	p.view.LastStart = &happening{At: now.UTC(), Reason: reason}
+	p.view.LastStart = &Happening{At: now.UTC(), Reason: reason}
 	p.mu.Unlock()
 	p.log.Debug("worker started", "worker", id, "reason", reason)
 }
@@ -391,7 +391,7 @@ func (p *pool) reap(ex exit) {
 		p.log.Debug("worker stopped", "worker", ex.id, "reason", reason)
 	}
 	p.mu.Lock()
-	p.view.LastExit = &happening{At: time.Now().UTC(), Reason: reason}
+	p.view.LastExit = &Happening{At: time.Now().UTC(), Reason: reason}
 	p.mu.Unlock()
 }
 
@@ -459,7 +459,7 @@ func (p *pool) observe(h handled) {
 	p.outcomes[out.Action].Inc()
 	if out.Action != tasks.Ack {
 		p.state.mu.Lock()
-		p.state.lastErr = &failure{At: time.Now().UTC(), MessageID: h.delivery.MessageID, Outcome: out.Action.String(),
+		p.state.lastErr = &Failure{At: time.Now().UTC(), MessageID: h.delivery.MessageID, Outcome: out.Action.String(),
 			Reason: out.Reason, Error: out.Error}
 		p.state.mu.Unlock()
 	}

@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/symphony-go/symphony/engine"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "what the running daemon reports, from its admin server (--admin-addr)",
+		Flags: append(globalFlags(), tasksFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "print the daemon's JSON as it is"}),
+		Action: showStatus,
+	}
+}
+
+func showStatus(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("status takes no arguments")
+	}
+	s, err := commandSettings(c)
+	if err != nil {
+		return err
+	}
+	if s.AdminAddr == "" {
+		return usagef("status needs the daemon's --admin-addr")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	url := "http://" + s.AdminAddr + "/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return usagef("--admin-addr %q: %w", s.AdminAddr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the daemon at %s: %w (is it running, with this --admin-addr?)", s.AdminAddr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read the daemon's status: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the daemon at %s answered %s", s.AdminAddr, resp.Status)
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		_, err := w.Write(body)
+		return err
+	}
+	var st engine.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("read the daemon's status: %w", err)
+	}
+	ready := "ready"
+	if !st.Ready {
+		ready = "not ready"
+	}
+	if !st.Connected {
+		ready += ", broker disconnected"
+	}
+	fmt.Fprintf(w, "symphony %s: %s, exchange %s, %s, up %s, generation %d\n", st.Version, st.Broker, st.Exchange, ready,
+		time.Since(st.StartedAt).Round(time.Second), st.Generation)
+	if r := st.LastReload; r != nil {
+		result := "succeeded"
+		if !r.Success {
+			result = "failed: " + firstLine(r.Error, 100)
+		}
+		fmt.Fprintf(w, "last reload (%s) %s ago %s\n", r.Trigger, time.Since(r.At).Round(time.Second), result)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TASK\tMODEL\tISOLATION\tWORKERS\tBUSY\tDEPTH\tACK\tRETRY\tDEAD\tTHROTTLE\tLAST FAILURE")
+	for _, t := range st.Tasks {
+		last := ""
+		if f := t.LastError; f != nil {
+			last = fmt.Sprintf("%s (%s) %s ago", f.Reason, f.Outcome, time.Since(f.At).Round(time.Second))
+		}
+		if t.ScalerError != "" {
+			last = "scaler: " + firstLine(t.ScalerError, 60)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d (%d..%d)\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", t.Name, t.WorkModel, t.Isolation,
+			t.Workers.Now, t.Workers.Min, t.Workers.Max, t.Workers.Busy, t.QueueDepth,
+			t.Messages["ack"], t.Messages["retry"], t.Messages["dead"], throttleText(t.Throttle), last)
+	}
+	return tw.Flush()
+}
+
+func throttleText(seconds float64) string {
+	if seconds == 0 {
+		return "-"
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.2fs", seconds), ".00s")
+}
