@@ -263,19 +263,27 @@ func (p *publisher) finish(t *testing.T) int {
 // the version current when it started, none waiting long.
 func TestReloadUnderLoad(t *testing.T) {
 	t.Parallel()
-	for _, isolation := range []string{"thread", "process"} {
-		t.Run(isolation, func(t *testing.T) {
+	for _, c := range []struct {
+		name, isolation, extra string
+	}{
+		{"thread", "thread", ""},
+		{"process", "process", ""},
+		// A non-durable queue goes with its last consumer: the new
+		// version must subscribe before the old one lets go.
+		{"non-durable", "thread", ", persistent = False"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
-				reloadUnderLoad(t, env, isolation)
+				reloadUnderLoad(t, env, c.isolation, c.extra)
 			})
 		})
 	}
 }
 
-func reloadUnderLoad(t *testing.T, env *symphonytest.Env, isolation string) {
+func reloadUnderLoad(t *testing.T, env *symphonytest.Env, isolation, more string) {
 	const scalingInterval = time.Second
-	extra := fmt.Sprintf(", isolation = %q, min_workers = 2, max_workers = 2", isolation)
+	extra := fmt.Sprintf(", isolation = %q, min_workers = 2, max_workers = 2%s", isolation, more)
 	dir := writeTasks(t, map[string]string{"load.star": versioned("load", "v0", extra)})
 	d := env.Start("--scaling-interval", scalingInterval.String(), dir)
 	pub := publish(t, env, "load.x")

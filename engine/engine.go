@@ -230,11 +230,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	workers := 0
 	for _, t := range e.initial {
-		if err := e.launch(t, 1, e.poolReady); err != nil {
+		p, err := e.launch(t, 1, e.poolReady)
+		if err != nil {
 			e.mu.Unlock()
 			e.stopAll()
 			return err
 		}
+		p.release()
 		workers += t.Spec.MinWorkers
 	}
 	e.mu.Unlock()
@@ -290,7 +292,7 @@ func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
 
 // launch starts a pool for t and makes it the task's current pool. The
 // caller holds e.mu.
-func (e *Engine) launch(t tasks.Task, generation int, ready func()) error {
+func (e *Engine) launch(t tasks.Task, generation int, ready func()) (*pool, error) {
 	name := t.Spec.Name
 	state := e.states[name]
 	if state == nil {
@@ -301,7 +303,7 @@ func (e *Engine) launch(t tasks.Task, generation int, ready func()) error {
 	p.generation = generation
 	p.ready = ready
 	if err := p.open(); err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(e.intake)
 	p.cancel = cancel
@@ -310,7 +312,7 @@ func (e *Engine) launch(t tasks.Task, generation int, ready func()) error {
 	}
 	e.current[name] = p
 	e.pools.Go(func() { p.loop(ctx, e.hard) })
-	return nil
+	return p, nil
 }
 
 // drain stops a pool's intake; it finishes its in-flight messages on the
@@ -367,28 +369,34 @@ func (e *Engine) Reload(ctx context.Context, trigger string) error {
 	return err
 }
 
-// Apply makes the running tasks the given ones; see apply.
+// Apply makes the running tasks the given ones, as a reload would; see
+// apply.
 func (e *Engine) Apply(ctx context.Context, ts []tasks.Task) error {
+	e.reloading.Lock()
+	defer e.reloading.Unlock()
 	_, err := e.apply(ctx, Generation{Tasks: ts, Tuning: *e.tuning.Load()})
 	return err
 }
 
+// takeover bounds how long the new version of a changed task may take to
+// subscribe before the old one is retired anyway.
+const takeover = 10 * time.Second
+
 // apply makes the running tasks a generation's, one task at a time: an
-// unchanged task keeps running untouched; a changed one stops taking
-// messages, its new version starts, and the old one finishes what it had
-// started on the code it started it with; a removed one has its patterns
-// unbound and drains; a new one declares its queue and starts. Bindings
-// are added before stale ones are removed, so a key that both the old and
-// the new patterns match is routed throughout. It returns the names of
-// the tasks that changed.
+// unchanged task keeps running untouched; a changed one starts its new
+// version, held back from starting messages until it has subscribed; then
+// the old one stops taking messages and finishes what it started on the
+// code it started it with, and the new one is let go: the queue always has
+// a consumer, and no message starts on the old version after the switch.
+// A removed task has its patterns unbound and drains; a new one declares
+// its queue and starts. Bindings are added before stale ones are removed,
+// so a key that both the old and the new patterns match is routed
+// throughout. It returns the names of the tasks that changed.
 func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.intake == nil {
+	if e.intake == nil || e.intake.Err() != nil {
+		e.mu.Unlock()
 		return nil, errors.New("apply tasks: the engine is not running")
-	}
-	if e.intake.Err() != nil {
-		return nil, errors.New("apply tasks: the engine is stopping")
 	}
 	running := make([]tasks.Task, 0, len(e.order))
 	for _, name := range e.order {
@@ -400,34 +408,36 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	for _, d := range diffs {
 		if d.Change == tasks.Added || d.Change == tasks.Changed {
 			if err := e.declare(ctx, d.New.Spec); err != nil {
+				e.mu.Unlock()
 				return nil, err
 			}
 		}
 	}
 	e.tuning.Store(&gen.Tuning)
 	next := e.generation + 1
+	type switchover struct{ old, new *pool }
+	var switches []switchover
 	var changed []string
 	for _, d := range diffs {
 		switch d.Change {
 		case tasks.Unchanged:
 			continue
 		case tasks.Added:
-			if err := e.launch(d.New, next, nil); err != nil {
+			p, err := e.launch(d.New, next, nil)
+			if err != nil {
+				e.mu.Unlock()
 				return changed, err
 			}
+			p.release()
 			e.log.Info("task started", "task", d.Name, "queue", d.New.Spec.Queue, "generation", next)
 		case tasks.Changed:
 			old := e.current[d.Name]
-			var unbind func()
-			if old.task.Spec.Queue != d.New.Spec.Queue {
-				unbind = e.unbinder(old.task.Spec)
-			}
-			e.drain(old, unbind)
-			e.log.Info("task changed: the new version takes over, the old one finishes what it started",
-				"task", d.Name, "generation", next)
-			if err := e.launch(d.New, next, nil); err != nil {
+			p, err := e.launch(d.New, next, nil)
+			if err != nil {
+				e.mu.Unlock()
 				return changed, err
 			}
+			switches = append(switches, switchover{old, p})
 		case tasks.Removed:
 			old := e.current[d.Name]
 			e.unbinder(old.task.Spec)()
@@ -440,6 +450,34 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	}
 	if len(changed) > 0 {
 		e.generation = next
+	}
+	e.mu.Unlock()
+
+	// The new versions subscribe while the old ones still consume.
+	deadline := time.NewTimer(takeover)
+	defer deadline.Stop()
+	for i := 0; i < len(switches); i++ {
+		select {
+		case <-switches[i].new.up:
+		case <-switches[i].new.done:
+		case <-e.intake.Done():
+			i = len(switches)
+		case <-deadline.C:
+			e.log.Warn("the new versions are slow to subscribe; switching to them anyway")
+			i = len(switches)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, sw := range switches {
+		var unbind func()
+		if sw.old.task.Spec.Queue != sw.new.task.Spec.Queue {
+			unbind = e.unbinder(sw.old.task.Spec)
+		}
+		e.drain(sw.old, unbind)
+		e.log.Info("task changed: the new version takes over, the old one finishes what it started",
+			"task", sw.new.task.Spec.Name, "generation", next)
+		sw.new.release()
 	}
 	return changed, nil
 }

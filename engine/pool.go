@@ -76,7 +76,13 @@ type pool struct {
 	// gate orders message starts against retire: a worker starts a message
 	// holding it shared, retire stops intake holding it alone, so no
 	// message starts on a pool after it was retired.
-	gate  sync.RWMutex
+	gate sync.RWMutex
+	// released is closed when the pool's workers may start messages: at
+	// once, or, for the new version of a changed task, when the old one is
+	// retired.
+	released chan struct{}
+	// up is closed when min_workers have subscribed.
+	up    chan struct{}
 	done  chan struct{}
 	ready func() // called once, when min_workers have subscribed
 
@@ -121,6 +127,8 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 		log:      log,
 		run:      &runner{task: t, broker: e.cfg.Broker, log: log},
 		done:     make(chan struct{}),
+		up:       make(chan struct{}),
+		released: make(chan struct{}),
 		exits:    make(chan exit),
 		workers:  map[int]worker{},
 		stopping: map[int]bool{},
@@ -216,6 +224,11 @@ func (p *pool) retire() {
 // after the pool was retired (the message goes back to the queue, for the
 // version that replaced it).
 func (p *pool) begin(intake context.Context, msg *message.Message) bool {
+	select {
+	case <-p.released:
+	case <-intake.Done():
+		return false
+	}
 	p.gate.RLock()
 	defer p.gate.RUnlock()
 	if intake.Err() != nil {
@@ -398,10 +411,16 @@ func (p *pool) reap(ex exit) {
 // workerSubscribed counts a worker's first subscription; the pool is ready
 // once min_workers have subscribed.
 func (p *pool) workerSubscribed() {
-	if p.subscribed.Add(1) == int64(p.task.Spec.MinWorkers) && p.ready != nil {
-		p.ready()
+	if p.subscribed.Add(1) == int64(p.task.Spec.MinWorkers) {
+		close(p.up)
+		if p.ready != nil {
+			p.ready()
+		}
 	}
 }
+
+// release lets the pool's workers start messages.
+func (p *pool) release() { close(p.released) }
 
 func (p *pool) setScalerError(err error) {
 	text := ""
