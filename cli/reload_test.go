@@ -274,7 +274,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+			symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 				reloadUnderLoad(t, env, c.isolation, c.extra)
 			})
 		})

@@ -31,43 +31,30 @@ func runCommand() *cli.Command {
 	}
 }
 
-// loaded is what run and check share: settings, logger and tasks.
-type loaded struct {
-	settings settings
-	log      *slog.Logger
-	tasks    []tasks.Task
-}
-
-// load reads symphony.star and every task file under the command's paths,
-// exactly as run would, and keeps the tasks --task selects.
-func load(c *cli.Context) (loaded, error) {
+// newLoader reads symphony.star under the command's paths, resolves the
+// settings and returns the loader that run's reloads and check share, so
+// that check validates exactly what run would load.
+func newLoader(c *cli.Context) (*loader, error) {
 	roots := c.Args().Slice()
 	if len(roots) == 0 {
-		return loaded{}, usagef("%s needs a tasks directory, as in 'symphony %s tasks/'", c.Command.Name, c.Command.Name)
+		return nil, usagef("%s needs a tasks directory, as in 'symphony %s tasks/'", c.Command.Name, c.Command.Name)
 	}
 	for _, r := range roots {
 		if _, err := os.Stat(r); err != nil {
-			return loaded{}, fmt.Errorf("read tasks: %w", err)
+			return nil, fmt.Errorf("read tasks: %w", err)
 		}
 	}
 	file, err := starlarklib.LoadConfig(roots)
 	if err != nil {
-		return loaded{}, err
+		return nil, err
 	}
 	s, err := resolve(c, file)
 	if err != nil {
-		return loaded{}, err
+		return nil, err
 	}
-	log := newLogger(s, nil, c.App.ErrWriter)
-	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log})
-	if err != nil {
-		return loaded{}, err
-	}
-	ts, err = selectTasks(ts, s.Tasks)
-	if err != nil {
-		return loaded{}, err
-	}
-	return loaded{settings: s, log: log, tasks: ts}, nil
+	level := new(slog.LevelVar)
+	level.Set(s.LogLevel)
+	return &loader{c: c, roots: roots, initial: s, level: level, log: newLogger(s, level, c.App.ErrWriter)}, nil
 }
 
 // selectTasks keeps the named tasks, or all when names is empty.
@@ -92,26 +79,11 @@ func selectTasks(ts []tasks.Task, names []string) ([]tasks.Task, error) {
 }
 
 func run(c *cli.Context) error {
-	roots := c.Args().Slice()
-	if len(roots) == 0 {
-		return usagef("run needs a tasks directory, as in 'symphony run tasks/'")
-	}
-	for _, r := range roots {
-		if _, err := os.Stat(r); err != nil {
-			return fmt.Errorf("read tasks: %w", err)
-		}
-	}
-	file, err := starlarklib.LoadConfig(roots)
+	l, err := newLoader(c)
 	if err != nil {
 		return err
 	}
-	s, err := resolve(c, file)
-	if err != nil {
-		return err
-	}
-	level := new(slog.LevelVar)
-	level.Set(s.LogLevel)
-	log := newLogger(s, level, c.App.ErrWriter)
+	roots, s, log := l.roots, l.initial, l.log
 	// The watcher takes its first look before the files load: a change
 	// in between then reloads rather than going unseen.
 	var w *watcher
@@ -119,12 +91,10 @@ func run(c *cli.Context) error {
 		w = newWatcher(roots, log)
 		w.start()
 	}
-	copies, err := newSnapshots(roots)
-	if err != nil {
+	if l.copies, err = newSnapshots(roots); err != nil {
 		return err
 	}
-	defer copies.remove()
-	l := &loader{c: c, roots: roots, initial: s, level: level, log: log, copies: copies}
+	defer l.copies.remove()
 	gen, err := l.load(context.Background())
 	if err != nil {
 		return err
@@ -154,7 +124,7 @@ func run(c *cli.Context) error {
 		ThrottleMax:     s.ThrottleMax,
 		ThrottleFactor:  s.ThrottleFactor,
 		Version:         versionString(),
-		Spawn:           spawner(roots, s, copies),
+		Spawn:           spawner(roots, s, l.copies),
 		Load:            l.load,
 	}, gen.Tasks)
 	if err != nil {
@@ -211,12 +181,16 @@ func checkCommand() *cli.Command {
 		ArgsUsage: "PATH...",
 		Flags:     globalFlags(),
 		Action: func(c *cli.Context) error {
-			l, err := load(c)
+			l, err := newLoader(c)
+			if err != nil {
+				return err
+			}
+			gen, err := l.load(context.Background())
 			if err != nil {
 				return err
 			}
 			w := c.App.Writer
-			for _, t := range l.tasks {
+			for _, t := range gen.Tasks {
 				s := t.Spec
 				workers := fmt.Sprintf("%d", s.MaxWorkers)
 				if s.MinWorkers != s.MaxWorkers {
@@ -225,7 +199,7 @@ func checkCommand() *cli.Command {
 				fmt.Fprintf(w, "%s\tqueue=%s\tpatterns=%s\twork_model=%s\tworkers=%s\tfile=%s\n",
 					s.Name, s.Queue, strings.Join(s.Patterns, ","), s.WorkModel, workers, s.File)
 			}
-			fmt.Fprintf(c.App.ErrWriter, "%d tasks OK\n", len(l.tasks))
+			fmt.Fprintf(c.App.ErrWriter, "%d tasks OK\n", len(gen.Tasks))
 			return nil
 		},
 	}

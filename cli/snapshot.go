@@ -59,6 +59,9 @@ func (s sources) add(root, rel string, src []byte) {
 // keep writes a generation's sources if one of its tasks runs in worker
 // processes, and makes it the copy those tasks' processes load.
 func (ss *snapshots) keep(src sources, ts []tasks.Task) error {
+	if ss == nil {
+		return nil // check: nothing runs
+	}
 	var process []tasks.Task
 	for _, t := range ts {
 		if t.Spec.Isolation == tasks.Process {

@@ -14,18 +14,6 @@ import (
 	"github.com/symphony-go/symphony/internal/symphonytest"
 )
 
-// onEachBroker runs f on the embedded broker and on RabbitMQ.
-func onEachBroker(t *testing.T, f func(t *testing.T, env *symphonytest.Env)) {
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		f(t, symphonytest.NewEnv(t))
-	})
-	t.Run("rabbitmq", func(t *testing.T) {
-		t.Parallel()
-		f(t, symphonytest.NewRabbitEnv(t))
-	})
-}
-
 // status reads the daemon's /status.
 func status(t *testing.T, d *symphonytest.Daemon) map[string]any {
 	t.Helper()
@@ -80,7 +68,7 @@ task(name = "once", subscribe_to = ["once.#"], work = work, isolation = "process
 
 func TestWorkerProcesses(t *testing.T) {
 	t.Parallel()
-	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 		if strings.HasPrefix(env.URL, "sqlite:") {
 			// A killed worker's messages come back when its lease ends.
 			env.Vars[0] += "?lease=2s"

@@ -21,18 +21,6 @@ func example(t *testing.T, name string) string {
 	return p
 }
 
-// onEachBroker runs f on the embedded broker and on RabbitMQ.
-func onEachBroker(t *testing.T, f func(t *testing.T, env *symphonytest.Env)) {
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		f(t, symphonytest.NewEnv(t))
-	})
-	t.Run("rabbitmq", func(t *testing.T) {
-		t.Parallel()
-		f(t, symphonytest.NewRabbitEnv(t))
-	})
-}
-
 var publishedID = regexp.MustCompile(`published message (\S+) to`)
 
 func published(t *testing.T, r symphonytest.Result) string {
@@ -46,7 +34,7 @@ func published(t *testing.T, r symphonytest.Result) string {
 
 func TestHello(t *testing.T) {
 	t.Parallel()
-	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 		d := env.Start(example(t, "hello"))
 		id := published(t, env.MustRun("", "publish", "greeting.en", `{"name": "Ada"}`))
 		d.WaitFor("hello", map[string]string{"name": "Ada", "routing_key": "greeting.en", "message_id": id})
@@ -61,7 +49,7 @@ func TestHello(t *testing.T) {
 
 func TestPipeline(t *testing.T) {
 	t.Parallel()
-	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 		d := env.Start(example(t, "pipeline"))
 		order := `{"id": 1, "lines": [{"price": 2.5, "quantity": 2}, {"price": 0.99}]}`
 		id := published(t, env.MustRun("", "publish", "order.placed", order))
@@ -75,7 +63,7 @@ func TestPipeline(t *testing.T) {
 
 func TestFlaky(t *testing.T) {
 	t.Parallel()
-	onEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 		d := env.Start(example(t, "flaky"))
 		eventually := published(t, env.MustRun("", "publish", "flaky.job", `{"succeed_on": 3}`))
 		boom := published(t, env.MustRun("", "publish", "flaky.job", `{"boom": true}`))

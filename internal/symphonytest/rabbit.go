@@ -70,6 +70,19 @@ func NewRabbitEnv(t testing.TB) *Env {
 	return env
 }
 
+// OnEachBroker runs f as two parallel subtests: on the embedded broker and
+// on RabbitMQ.
+func OnEachBroker(t *testing.T, f func(t *testing.T, env *Env)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		f(t, NewEnv(t))
+	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		t.Parallel()
+		f(t, NewRabbitEnv(t))
+	})
+}
+
 func rabbitmqctl(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command("rabbitmqctl", append([]string{"-q"}, args...)...).CombinedOutput()
