@@ -7,7 +7,7 @@ default:
 
 # run the bundled examples on the embedded broker
 run:
-    go run . run examples/hello examples/pipeline examples/flaky
+    go run . run examples/hello examples/pipeline examples/flaky examples/scheduled
 
 # the test command of the README and of CI
 test:
@@ -19,7 +19,7 @@ ci:
 
 # validate the bundled examples
 check:
-    go run . check examples/hello examples/pipeline examples/flaky
+    go run . check examples/hello examples/pipeline examples/flaky examples/scheduled
 
 # build the binary into ./bin
 build:
