@@ -230,13 +230,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	workers := 0
 	for _, t := range e.initial {
-		p, err := e.launch(t, 1, e.poolReady)
+		p, err := e.launch(t, 1)
 		if err != nil {
 			e.mu.Unlock()
 			e.stopAll()
 			return err
 		}
 		p.release()
+		go func() {
+			select {
+			case <-p.up:
+				e.poolReady()
+			case <-p.done:
+			}
+		}()
 		workers += t.Spec.MinWorkers
 	}
 	e.mu.Unlock()
@@ -292,7 +299,7 @@ func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
 
 // launch starts a pool for t and makes it the task's current pool. The
 // caller holds e.mu.
-func (e *Engine) launch(t tasks.Task, generation int, ready func()) (*pool, error) {
+func (e *Engine) launch(t tasks.Task, generation int) (*pool, error) {
 	name := t.Spec.Name
 	state := e.states[name]
 	if state == nil {
@@ -301,7 +308,6 @@ func (e *Engine) launch(t tasks.Task, generation int, ready func()) (*pool, erro
 	}
 	p := newPool(e, t, state)
 	p.generation = generation
-	p.ready = ready
 	if err := p.open(); err != nil {
 		return nil, err
 	}
@@ -423,7 +429,7 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 		case tasks.Unchanged:
 			continue
 		case tasks.Added:
-			p, err := e.launch(d.New, next, nil)
+			p, err := e.launch(d.New, next)
 			if err != nil {
 				e.mu.Unlock()
 				return changed, err
@@ -432,7 +438,7 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 			e.log.Info("task started", "task", d.Name, "queue", d.New.Spec.Queue, "generation", next)
 		case tasks.Changed:
 			old := e.current[d.Name]
-			p, err := e.launch(d.New, next, nil)
+			p, err := e.launch(d.New, next)
 			if err != nil {
 				e.mu.Unlock()
 				return changed, err

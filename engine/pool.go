@@ -82,9 +82,8 @@ type pool struct {
 	// retired.
 	released chan struct{}
 	// up is closed when min_workers have subscribed.
-	up    chan struct{}
-	done  chan struct{}
-	ready func() // called once, when min_workers have subscribed
+	up   chan struct{}
+	done chan struct{}
 
 	subscribed atomic.Int64
 	exits      chan exit
@@ -413,9 +412,6 @@ func (p *pool) reap(ex exit) {
 func (p *pool) workerSubscribed() {
 	if p.subscribed.Add(1) == int64(p.task.Spec.MinWorkers) {
 		close(p.up)
-		if p.ready != nil {
-			p.ready()
-		}
 	}
 }
 
