@@ -150,6 +150,9 @@ func TestReloadRefusesWhatCannotLoad(t *testing.T) {
 	dir := writeTasks(t, map[string]string{
 		"a.star":        versioned("a", "a1"),
 		"b.star":        versioned("b", "b1"),
+		"c.star":        "load(\"lib/util.star\", \"ok\")\ntask(name = \"c\", subscribe_to = [\"c\"], work = ok)\n",
+		"d.star":        "load(\"lib/util.star\", \"ok\")\ntask(name = \"d\", subscribe_to = [\"d\"], work = ok)\n",
+		"lib/util.star": "def ok(payload, meta):\n    return True\n",
 		"symphony.star": "config(log_level = \"info\")\n",
 	})
 	d := env.Start(dir)
@@ -165,6 +168,14 @@ func TestReloadRefusesWhatCannotLoad(t *testing.T) {
 	// A runtime error at the top level.
 	write(t, filepath.Join(dir, "a.star"), versioned("a", "a2")+"\nx = {}[\"missing\"]\n")
 	refused("a.star:8:")
+	write(t, filepath.Join(dir, "a.star"), versioned("a", "a1"))
+	// A library that breaks the two tasks that load it.
+	write(t, filepath.Join(dir, "lib", "util.star"), "def ok(payload, meta):\n    return True\n\nok(1)\n")
+	refused("lib/util.star:1:1: function ok missing 1 argument (meta)")
+	if ev := d.WaitForNth(fails, "reload failed: the running tasks stay", nil); !strings.Contains(ev.Str("err"), "c.star") || !strings.Contains(ev.Str("err"), "d.star") {
+		t.Errorf("the failure does not name both tasks that load the library: %s", ev.Str("err"))
+	}
+	write(t, filepath.Join(dir, "lib", "util.star"), "def ok(payload, meta):\n    return True\n")
 	// Two tasks renamed to the same name.
 	write(t, filepath.Join(dir, "a.star"), versioned("same", "a2"))
 	write(t, filepath.Join(dir, "b.star"), versioned("same", "b2"))
