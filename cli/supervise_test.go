@@ -257,3 +257,28 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("status with no daemon: exit %d %q", r.Code, r.Stderr)
 	}
 }
+
+func TestMaxMemoryKillsTheWorkerProcess(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"m.star": `
+def work(payload, meta):
+    s = "x" * (payload["mb"] * 1024 * 1024)
+    log.info("allocated", mb = payload["mb"], size = len(s))
+    return True
+
+task(name = "m", subscribe_to = ["m"], work = work, isolation = "process", max_memory = "96MiB")
+`}))
+	env.MustRun("", "publish", "m", `{"mb": 4}`)
+	d.WaitFor("allocated", map[string]string{"mb": "4"})
+	env.MustRun("", "publish", "m", `{"mb": 400}`)
+	killed := d.WaitFor("worker process over max_memory: killing it", nil)
+	if rss, _ := strconv.ParseInt(killed.Str("rss_bytes"), 10, 64); rss <= 96<<20 {
+		t.Errorf("killed at %d bytes, under the limit", rss)
+	}
+	d.WaitFor("worker failed", map[string]string{"task": "m"})
+	if n := d.Count("allocated", map[string]string{"mb": "400"}); n != 0 {
+		t.Errorf("the 400 MiB message ran to its end %d times under a 96 MiB limit", n)
+	}
+	d.Stop()
+}

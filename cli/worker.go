@@ -141,9 +141,9 @@ func runWorker(c *cli.Context) error {
 	return err
 }
 
-// limitMemory applies a task's max_memory to this worker process: a hard
-// limit on its data segment, where Go's heap lives, and a soft limit just
-// under it so that the collector works harder before the hard one is hit.
+// limitMemory gives the collector a soft limit just under the task's
+// max_memory, so that it works harder before the daemon, which watches
+// the process's resident memory, kills it for going over.
 func limitMemory() error {
 	raw := os.Getenv(envMaxMemory)
 	if raw == "" {
@@ -154,9 +154,5 @@ func limitMemory() error {
 		return fmt.Errorf("%s=%q is not a size in bytes", envMaxMemory, raw)
 	}
 	debug.SetMemoryLimit(n / 10 * 9)
-	lim := syscall.Rlimit{Cur: uint64(n), Max: uint64(n)}
-	if err := syscall.Setrlimit(syscall.RLIMIT_DATA, &lim); err != nil {
-		return fmt.Errorf("limit memory to %d bytes: %w", n, err)
-	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -253,6 +254,7 @@ func (p *pool) tick(intake, hard context.Context) {
 		}
 		stats.Idle = append(stats.Idle, w.idle(now))
 	}
+	p.limitMemory()
 	want, err := p.decide(intake, stats)
 	p.setScalerError(err)
 	if err == nil {
@@ -277,6 +279,31 @@ func (p *pool) tick(intake, hard context.Context) {
 		}
 	}
 	p.publishView(depth)
+}
+
+// limitMemory kills worker processes whose resident memory is over the
+// task's max_memory, once a scaling interval: a hard limit, where the
+// process's own soft limit only makes its collector work harder. The
+// message it was handling goes back to the queue.
+func (p *pool) limitMemory() {
+	limit := p.task.Spec.MaxMemory
+	if limit <= 0 {
+		return
+	}
+	for id, w := range p.workers {
+		pw, ok := w.(*processWorker)
+		if !ok || pw.killed.Load() {
+			continue
+		}
+		rss, err := pw.rss()
+		if err != nil || rss <= limit {
+			continue
+		}
+		p.log.Warn("worker process over max_memory: killing it", "worker", id, "pid", pw.cmd.Process.Pid,
+			"rss_bytes", rss, "max_memory_bytes", limit)
+		pw.killed.Store(true)
+		pw.signal(syscall.SIGKILL)
+	}
 }
 
 // sample measures the queue's ready count into the window; on an error it

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -55,9 +57,25 @@ type processWorker struct {
 	working    atomic.Bool
 	lastActive atomic.Int64 // unix nanoseconds
 	termed     atomic.Int32
+	killed     atomic.Bool // for going over max_memory
 }
 
 func (w *processWorker) busy() bool { return w.working.Load() }
+
+// rss is the process's resident memory in bytes, from /proc.
+func (w *processWorker) rss() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
 
 func (w *processWorker) idle(now time.Time) time.Duration {
 	if w.busy() {
@@ -144,7 +162,12 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		err := cmd.Wait()
 		events.Close()
 		cancel()
-		p.exits <- exit{id: id, err: exitError(err, w.termed.Load() > 0)}
+		if w.killed.Load() {
+			err = fmt.Errorf("worker process killed: its memory went over max_memory (%d bytes)", spec.MaxMemory)
+		} else {
+			err = exitError(err, w.termed.Load() > 0)
+		}
+		p.exits <- exit{id: id, err: err}
 	}()
 	return w, nil
 }
