@@ -583,3 +583,93 @@ func TestDeclareValidates(t *testing.T) {
 		t.Errorf("subscribe to an undeclared queue: %v, want ErrNotFound", err)
 	}
 }
+
+// recorder keeps the warnings a broker logs.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler        { return r }
+func (r *recorder) WithGroup(string) slog.Handler             { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	if rec.Level >= slog.LevelWarn {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, rec.Message)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// A oneshot worker takes one message, acks it and stops its subscription
+// at once, while the subscription is already leasing the next. Stopping
+// must never cost an ack already made nor leave a lease behind: every
+// message is delivered once, and what is left is ready at once, not after
+// its lease.
+func TestStoppingWhileLeasingLosesNothing(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	path := filepath.Join(t.TempDir(), "db")
+	b := open(t, path, sqlite.Options{Logger: slog.New(rec)})
+	declare(t, b, "q", "k")
+	declare(t, b, "other", "o")
+	// Another writer on the file, as worker processes are: commits wait
+	// for each other, and a stop lands during one.
+	const total, rounds = 400, 150
+	msgs := make([]*message.Message, total)
+	for i := range msgs {
+		msgs[i] = msg(strconv.Itoa(i))
+	}
+	if err := b.Publish("k", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	other := open(t, path, sqlite.Options{})
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			_ = other.Publish("o", msg("x"))
+		}
+	}()
+	seen := map[string]int{}
+	for range rounds {
+		s, err := b.Subscriber(broker.ConsumeOptions{Prefetch: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ch, err := s.Subscribe(ctx, "q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := next(t, ch)
+		seen[string(m.Payload)]++
+		m.Ack()
+		cancel()
+		for m := range ch { // handed out as intake stopped: give it back
+			m.Nack()
+		}
+		s.Close()
+	}
+	for p, n := range seen {
+		if n != 1 {
+			t.Errorf("message %s delivered %d times", p, n)
+		}
+	}
+	if n, err := b.Depth(context.Background(), "q"); err != nil || n != total-rounds {
+		t.Errorf("depth %d (%v) after %d of %d were acked; want every other one ready now", n, err, rounds, total)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.msgs) > 0 {
+		t.Errorf("warnings: %q", rec.msgs)
+	}
+}

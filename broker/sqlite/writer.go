@@ -189,7 +189,12 @@ func (w *writer) tx(ctx context.Context, fn func(ctx context.Context) error) err
 		w.rollback()
 		return err
 	}
-	if _, err := w.exec(ctx, sqlCommit); err != nil {
+	// Never cancel a commit: the driver reports a statement whose context
+	// ended while it ran as failed even when it completed, and a commit
+	// reported failed but made would hand back acks already written and
+	// lose track of leases already taken (their messages would wait out the
+	// lease). Once the work is done, committing it is right.
+	if _, err := w.exec(context.WithoutCancel(ctx), sqlCommit); err != nil {
 		w.rollback()
 		return err
 	}

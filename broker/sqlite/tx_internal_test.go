@@ -1,0 +1,72 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// endsWhileCommitting is a context that ends while a statement runs: the
+// driver checks Done before the statement (open) and then watches it
+// (closed at once), as when a subscription stops during a commit.
+type endsWhileCommitting struct {
+	context.Context
+	mu    sync.Mutex
+	calls int
+	done  chan struct{}
+	armed bool
+}
+
+func (c *endsWhileCommitting) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed {
+		if c.calls++; c.calls == 2 {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+func (c *endsWhileCommitting) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// A transaction whose context ends during its commit either fails and
+// leaves nothing written, or succeeds: never "failed" with its work made.
+func TestCommitIsNotReportedFailedWhenMade(t *testing.T) {
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	for i := range 50 {
+		ctx := &endsWhileCommitting{Context: context.Background(), done: make(chan struct{})}
+		err := b.w.tx(ctx, func(context.Context) error {
+			if _, err := b.w.conn.ExecContext(context.Background(),
+				`INSERT INTO queues (exchange, name, durable) VALUES ('x', ?1, 1)`, i); err != nil {
+				return err
+			}
+			ctx.mu.Lock()
+			ctx.armed = true // the next statement is the commit
+			ctx.mu.Unlock()
+			return nil
+		})
+		var n int
+		if qerr := b.w.conn.QueryRowContext(context.Background(),
+			`SELECT count(*) FROM queues WHERE exchange = 'x' AND name = ?1`, i).Scan(&n); qerr != nil {
+			t.Fatal(qerr)
+		}
+		if err != nil && n != 0 {
+			t.Fatalf("round %d: the transaction was reported failed (%v) but its work was committed", i, err)
+		}
+	}
+}
