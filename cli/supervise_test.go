@@ -153,6 +153,32 @@ task(name = "broken", subscribe_to = ["broken"], work = work, min_workers = 2, m
 task(name = "endless", subscribe_to = ["endless"], work = work, max_workers = 3, max_steps = 100000, work_model = scaler(decide = endless, interval = 0.05))
 `
 
+// A oneshot worker process that handled its message is replaced at once,
+// not at the pool's next scaling tick: with an interval of an hour, three
+// messages through one place are still handled one after the other.
+func TestOneshotProcessesFollowEachOther(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start("--scaling-interval", "1h", writeTasks(t, map[string]string{"p.star": `
+def work(payload, meta):
+    log.info("done", n = payload["n"])
+    return True
+
+task(name = "once", subscribe_to = ["once.#"], work = work, isolation = "process", work_model = "oneshot", max_workers = 1)
+`}))
+	pids := map[string]bool{}
+	for i := range 3 {
+		env.MustRun("", "publish", "once.x", fmt.Sprintf(`{"n": %d}`, i))
+	}
+	for i := range 3 {
+		pids[d.WaitFor("done", map[string]string{"n": strconv.Itoa(i)}).Str("worker_pid")] = true
+	}
+	if len(pids) != 3 {
+		t.Errorf("3 oneshot messages ran in %d processes, want 3", len(pids))
+	}
+	d.Stop()
+}
+
 func TestScalersInTaskFiles(t *testing.T) {
 	t.Parallel()
 	env := symphonytest.NewEnv(t)

@@ -186,6 +186,12 @@ func (p *pool) loop(intake, hard context.Context) {
 		select {
 		case ex := <-p.exits:
 			p.reap(ex)
+			if ex.err == nil && p.task.Spec.WorkModel == tasks.Oneshot && intake.Err() == nil {
+				// A oneshot process is done after its message: its place
+				// is filled now, not at the next tick, or the pool's rate
+				// would be max_workers per scaling interval.
+				p.fill(intake, hard, "oneshot: next message")
+			}
 		case <-tick.C:
 			if every := p.every; p.tune() != every {
 				tick.Reset(p.every)
@@ -263,22 +269,31 @@ func (p *pool) tick(intake, hard context.Context) {
 		case target > n:
 			// oneshot fills every free place at once; the others grow by
 			// one worker per interval.
-			starts := 1
 			if spec.WorkModel == tasks.Oneshot {
-				starts = target - n
-			}
-			reason := "scale up"
-			for ; starts > 0 && p.throttle.allows(time.Now()); starts-- {
-				if p.restarts > 0 {
-					reason = "replace a failed worker"
-				}
-				p.start(intake, hard, reason)
+				p.fill(intake, hard, "scale up")
+			} else if p.throttle.allows(now) {
+				p.start(intake, hard, p.startReason("scale up"))
 			}
 		case target < n:
 			p.stopOne(running, now)
 		}
 	}
 	p.publishView(depth)
+}
+
+// fill starts workers up to max_workers, as far as the throttle allows.
+func (p *pool) fill(intake, hard context.Context, reason string) {
+	for n := len(p.running()); n < p.task.Spec.MaxWorkers && p.throttle.allows(time.Now()); n++ {
+		p.start(intake, hard, p.startReason(reason))
+	}
+}
+
+// startReason is why a worker starts: a failed one's replacement says so.
+func (p *pool) startReason(reason string) string {
+	if p.restarts > 0 {
+		return "replace a failed worker"
+	}
+	return reason
 }
 
 // limitMemory kills worker processes whose resident memory is over the
