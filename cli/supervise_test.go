@@ -308,3 +308,23 @@ task(name = "m", subscribe_to = ["m"], work = work, isolation = "process", max_m
 	}
 	d.Stop()
 }
+
+// A worker process that cannot run says why as a line of the daemon's log,
+// in its format, and exits 1: here, task files changed under it.
+func TestWorkerProcessFailureIsALogLine(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"p.star": processTask})
+	r := env.Run("", "worker", "--log-format", "json", "--task-name", "once", "--hash", "not-the-loaded-code", dir)
+	if r.Code != 1 {
+		t.Fatalf("exit %d, want 1\nstderr: %s", r.Code, r.Stderr)
+	}
+	var line map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stderr)), &line); err != nil {
+		t.Fatalf("stderr is not one JSON line: %v\n%s", err, r.Stderr)
+	}
+	if line["level"] != "ERROR" || line["msg"] != "worker process failed" ||
+		!strings.Contains(fmt.Sprint(line["err"]), "its files changed since the daemon loaded them") || line["worker_pid"] == nil {
+		t.Errorf("the failure line: %v", line)
+	}
+}

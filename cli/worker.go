@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -90,6 +91,19 @@ func runWorker(c *cli.Context) error {
 		return err
 	}
 	log := newLogger(s, nil, c.App.ErrWriter).With("worker_pid", os.Getpid())
+	// From here on a failure is a line of the daemon's log, in its format,
+	// rather than a bare line on the shared standard error.
+	if err := work(c, s, roots, log); err != nil {
+		if errors.Is(err, engine.ErrDeclined) {
+			return cli.Exit("", engine.ExitDeclined)
+		}
+		log.Error("worker process failed", "err", err)
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+func work(c *cli.Context, s settings, roots []string, log *slog.Logger) error {
 	if err := limitMemory(); err != nil {
 		return err
 	}
@@ -128,17 +142,17 @@ func runWorker(c *cli.Context) error {
 
 	b, err := openBroker(intake, s.Broker, s.Exchange, log, nil)
 	if err != nil {
+		if intake.Err() != nil {
+			// Asked to stop while connecting: nothing was taken.
+			return nil
+		}
 		return err
 	}
 	defer b.Close()
 	events := os.NewFile(3, "events")
-	err = engine.RunWorker(intake, hard, engine.WorkerConfig{
+	return engine.RunWorker(intake, hard, engine.WorkerConfig{
 		Broker: b, Logger: log, Task: task, Events: events, Oneshot: c.Bool("oneshot"),
 	})
-	if errors.Is(err, engine.ErrDeclined) {
-		return cli.Exit("", engine.ExitDeclined)
-	}
-	return err
 }
 
 // limitMemory gives the collector a soft limit just under the task's

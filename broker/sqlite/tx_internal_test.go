@@ -70,3 +70,32 @@ func TestCommitIsNotReportedFailedWhenMade(t *testing.T) {
 		}
 	}
 }
+
+// A transaction whose context ends during its BEGIN leaves no transaction
+// open on the connection, whether the BEGIN was reported failed or not:
+// the next write must not meet "cannot start a transaction within a
+// transaction".
+func TestBeginCutShortLeavesNoTransactionOpen(t *testing.T) {
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	failed := 0
+	for i := range 50 {
+		ctx := &endsWhileCommitting{Context: context.Background(), done: make(chan struct{}), armed: true}
+		if err := b.w.tx(ctx, func(context.Context) error { return nil }); err != nil {
+			failed++
+		}
+		if err := b.w.tx(context.Background(), func(context.Context) error {
+			_, err := b.w.conn.ExecContext(context.Background(),
+				`INSERT INTO queues (exchange, name, durable) VALUES ('x', ?1, 1)`, i)
+			return err
+		}); err != nil {
+			t.Fatalf("round %d: the write after a BEGIN cut short failed: %v", i, err)
+		}
+	}
+	t.Logf("%d of 50 BEGINs cut short were reported failed", failed)
+}

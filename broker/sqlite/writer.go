@@ -183,6 +183,11 @@ func (w *writer) setSync(ctx context.Context, full bool) error {
 // statements of the pinned connection can be used inside it as they are.
 func (w *writer) tx(ctx context.Context, fn func(ctx context.Context) error) error {
 	if _, err := w.exec(ctx, sqlBegin); err != nil {
+		// A BEGIN whose context ended while it ran is reported failed
+		// even when it opened the transaction, which would then refuse
+		// every later BEGIN on this connection. Rolling back a
+		// transaction that never began only fails, harmlessly.
+		w.rollback()
 		return err
 	}
 	if err := fn(ctx); err != nil {
