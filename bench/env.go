@@ -47,10 +47,7 @@ func newEnv(ctx context.Context, o options, log io.Writer) (*env, error) {
 	}
 	e := &env{opts: o, log: log, benchDir: benchDir, rootDir: rootDir, tmp: tmp, binaries: map[string]string{}}
 	e.machine = describeMachine(ctx, tmp)
-	e.machine.Source = "unknown"
-	if out, err := exec.CommandContext(ctx, "git", "-C", rootDir, "describe", "--always", "--dirty").Output(); err == nil {
-		e.machine.Source = strings.TrimSpace(string(out))
-	}
+	e.describeSource(ctx)
 	return e, nil
 }
 
@@ -80,9 +77,32 @@ func (e *env) dir(prefix string) (string, error) {
 }
 
 // symphony builds the binary from the sources beside this module, once, as
-// a user would: go build, no flags.
+// a user would: go build, no flags. The commit and the uncommitted changes
+// are read again right after the build: others may be editing the tree.
 func (e *env) symphony(ctx context.Context) (string, error) {
-	return e.build(ctx, "symphony", e.rootDir, ".")
+	_, built := e.binaries["symphony"]
+	p, err := e.build(ctx, "symphony", e.rootDir, ".")
+	if err == nil && !built {
+		e.describeSource(ctx)
+	}
+	return p, err
+}
+
+// describeSource reads the commit symphony's tree is at and, since others
+// may be editing symphony in the same work tree and what is built is what
+// is there, the files outside bench/ that differ from it.
+func (e *env) describeSource(ctx context.Context) {
+	e.machine.Source, e.machine.Changed = "unknown", nil
+	if out, err := exec.CommandContext(ctx, "git", "-C", e.rootDir, "describe", "--always", "--dirty").Output(); err == nil {
+		e.machine.Source = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.CommandContext(ctx, "git", "-C", e.rootDir, "status", "--porcelain", "--", ".", ":(exclude)bench").Output(); err == nil {
+		for line := range strings.SplitSeq(strings.TrimRight(string(out), "\n"), "\n") {
+			if len(line) > 3 {
+				e.machine.Changed = append(e.machine.Changed, strings.TrimSpace(line[3:]))
+			}
+		}
+	}
 }
 
 // symphonyProfiled builds profiled/main.go: the same command line, with
@@ -132,8 +152,19 @@ type machine struct {
 	FS        string // file system of the temporary directories
 	Date      time.Time
 	// Source is the commit symphony was built from, "-dirty" when the
-	// work tree had changes.
-	Source string
+	// work tree had changes; Changed are the files outside bench/ that
+	// differed from it.
+	Source  string
+	Changed []string
+}
+
+// sourceNote says which uncommitted changes of symphony were built, for a
+// section's first line: empty when there were none outside bench/.
+func (m machine) sourceNote() string {
+	if len(m.Changed) == 0 {
+		return " (no uncommitted change outside bench/)"
+	}
+	return " with uncommitted changes to " + strings.Join(m.Changed, ", ")
 }
 
 func describeMachine(ctx context.Context, tmp string) machine {
@@ -245,13 +276,20 @@ func start(ctx context.Context, cmd *exec.Cmd) (*process, error) {
 	return p, nil
 }
 
+// kill ends the process, its process group and every process below it:
+// symphony's worker processes run in process groups of their own, out of
+// reach of a signal to the daemon's group.
 func (p *process) kill() {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
+	below := descendants(p.cmd.Process.Pid)
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	for _, pid := range below {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 	<-p.done
 }
 

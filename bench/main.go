@@ -38,6 +38,13 @@ type report interface {
 	markdown() string
 }
 
+// failing is a report that also records a failure of symphony it
+// measured rather than hide it (a daemon that stopped consuming): its
+// section is written with the failure in it, and the run exits 1.
+type failing interface {
+	failure() string
+}
+
 var registry = map[string]benchmark{}
 
 func register(b benchmark) {
@@ -49,7 +56,11 @@ func register(b benchmark) {
 
 // options are the flags every benchmark shares.
 type options struct {
-	n          int
+	n int
+	// nSet: -n was given; benchmarks with a default of their own (workers,
+	// reload) use it only then.
+	nSet       bool
+	edits      int
 	workers    int
 	runs       int
 	write      bool
@@ -80,6 +91,7 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.workers, "workers", 4, "workers: symphony's max_workers, River's MaxWorkers, the RabbitMQ consumers and Watermill handlers")
 	fs.IntVar(&o.prefetch, "prefetch", defaultPrefetch, "rabbitmq: prefetch of every consumer (symphony's task, the plain channels, Watermill's Qos)")
 	fs.StringVar(&o.amqp, "amqp", defaultAMQP(), "rabbitmq: the RabbitMQ to use, as a user allowed to use new virtual hosts (default $SYMPHONY_TEST_AMQP_URL, else the local guest)")
+	fs.IntVar(&o.edits, "edits", 50, "reload: file edits whose reload latency is measured")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions; the report gives the median and the spread")
 	fs.IntVar(&o.riverDefaultN, "river-default-n", 2000, "jobs for River with all its defaults (capped at 10·workers jobs/s), measured in the first run only; 0 skips it")
 	fs.StringVar(&o.only, "only", "", "measure only the configurations whose label contains this (e.g. symphony); not with -write")
@@ -99,12 +111,17 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "n" {
+			o.nSet = true
+		}
+	})
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return 2
 	}
-	if o.n <= 0 || o.workers <= 0 || o.runs <= 0 || o.riverDefaultN < 0 || o.prefetch <= 0 {
-		fmt.Fprintln(stderr, "bench: -n, -workers, -runs and -prefetch must be positive")
+	if o.n <= 0 || o.workers <= 0 || o.runs <= 0 || o.riverDefaultN < 0 || o.prefetch <= 0 || o.edits <= 0 {
+		fmt.Fprintln(stderr, "bench: -n, -workers, -runs, -prefetch and -edits must be positive")
 		return 2
 	}
 	if o.write && o.only != "" {
@@ -169,6 +186,12 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			fmt.Fprintf(stderr, "wrote the %s section of %s\n", b.name, o.readme)
+		}
+		if f, ok := r.(failing); ok {
+			if msg := f.failure(); msg != "" {
+				fmt.Fprintf(stderr, "bench: %s: %s\n", b.name, msg)
+				failed = true
+			}
 		}
 	}
 	if failed {

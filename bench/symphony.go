@@ -28,6 +28,9 @@ type symphonyRun struct {
 	// drainStart: from starting `symphony run` until every message was
 	// acked; drainReady: from /readyz answering 200.
 	drainStart, drainReady time.Duration
+	// cpu is the daemon's CPU time during the drain (from ready), treeCPU
+	// the same with its reaped worker processes'.
+	cpu, treeCPU time.Duration
 }
 
 // symphonySetup is one configuration of the daemon to measure.
@@ -39,6 +42,12 @@ type symphonySetup struct {
 	// brokerURL is the daemon's --broker; empty means a fresh sqlite:
 	// database in dir.
 	brokerURL string
+	// task, when set, is the source of the task runSymphony uses in place
+	// of noopTask: a task named noop bound to noop.#.
+	task string
+	// args go after `run` on every daemon's command line (flags beat
+	// the environment's warn level and JSON format).
+	args []string
 }
 
 // task is the trivial task: every message acked at once, by a pool of a
@@ -72,6 +81,10 @@ func (s symphonySetup) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, s.binary, args...)
 	cmd.Dir = s.dir
 	cmd.Env = append(os.Environ(),
+		// The daemon's copies of the task files (for worker processes)
+		// go in the run's directory, removed with it even when the
+		// daemon is killed.
+		"TMPDIR="+s.dir,
 		"SYMPHONY_BROKER="+s.broker(),
 		"SYMPHONY_LOG_FORMAT=json",
 		"SYMPHONY_LOG_LEVEL=warn",
@@ -84,7 +97,11 @@ func (s symphonySetup) command(ctx context.Context, args ...string) *exec.Cmd {
 // daemon again and times it until every message is acked.
 func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 	var r symphonyRun
-	tasksDir, err := writeTask(s.dir, "noop", fmt.Sprintf(noopTask, s.workers, s.workers, s.prefetch))
+	src := fmt.Sprintf(noopTask, s.workers, s.workers, s.prefetch)
+	if s.task != "" {
+		src = s.task
+	}
+	tasksDir, err := writeTask(s.dir, "noop", src)
 	if err != nil {
 		return r, err
 	}
@@ -126,7 +143,7 @@ func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 	if err != nil {
 		return r, err
 	}
-	r.drainStart, r.drainReady = dr.start, dr.ready
+	r.drainStart, r.drainReady, r.cpu, r.treeCPU = dr.start, dr.ready, dr.cpu, dr.treeCPU
 	// Every message was handled once and is gone from the database.
 	for _, table := range []string{"messages", "bodies", "dead"} {
 		left, err := countRows(ctx, s, table)
@@ -182,8 +199,9 @@ type drained struct {
 	start, ready time.Duration
 	counts       map[string]int
 	// cpu is the daemon's CPU time from ready to done, brokerCPU that of
-	// the process brokerPID (when not 0).
-	cpu, brokerCPU time.Duration
+	// the process brokerPID (when not 0); treeCPU is the daemon's with
+	// that of the worker processes it reaped meanwhile.
+	cpu, brokerCPU, treeCPU time.Duration
 }
 
 // drainWithDaemon starts `symphony run` (profiled when s.profile is set),
@@ -203,11 +221,13 @@ func drainWithDaemon(ctx context.Context, s symphonySetup, tasksDir string, coun
 		return r, d, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
 	}
 	cpu := startCPU(d.proc.cmd.Process.Pid, brokerPID)
+	tree := procCPUTree(d.pid())
 	done, counts, err := d.waitAcked(ctx, s.n, counter(d))
 	if err != nil {
 		return r, d, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
 	}
 	r.cpu, r.brokerCPU = cpu.stop()
+	r.treeCPU = procCPUTree(d.pid()) - tree
 	r.start, r.ready, r.counts = done.Sub(started), done.Sub(ready), counts
 	if err := d.proc.stop(30 * time.Second); err != nil {
 		return r, d, fmt.Errorf("daemon: %w\n%s", err, d.logTail())
@@ -273,7 +293,8 @@ func startDaemon(ctx context.Context, s symphonySetup, tasksDir, name, profile s
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := s.command(ctx, "run", "--admin-addr", port, tasksDir)
+	args := append([]string{"run", "--admin-addr", port}, s.args...)
+	cmd := s.command(ctx, append(args, tasksDir)...)
 	if profile != "" {
 		cmd.Env = append(cmd.Env, "SYMPHONY_BENCH_CPUPROFILE="+profile)
 	}
