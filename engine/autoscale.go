@@ -90,7 +90,8 @@ func mean(samples []tasks.Sample) float64 {
 
 // longlived is the Ruby daemon's autoscaler with its quirks fixed. It
 // decides nothing until its window of samples is full; then it adds a
-// worker when the backlog's mean is above 1 and its trend is not falling.
+// worker when the backlog's mean is above 1, its trend is not falling and
+// messages are ready now.
 // An extra worker (beyond Min) idle for IdleTimeout goes. It counts the
 // pool's own workers, not the broker's consumers, and the pool clamps its
 // answer to [Min, Max].
@@ -115,6 +116,12 @@ func (l longlived) Decide(_ context.Context, s tasks.Stats) (int, error) {
 		return s.Workers, nil
 	}
 	recent := s.Samples[len(s.Samples)-window:]
+	// Nothing ready now: a worker more would have nothing to take. The
+	// Ruby daemon went on adding workers while a cleared backlog was still
+	// in its window's mean, and each of them idled out again.
+	if recent[len(recent)-1].Ready == 0 {
+		return s.Workers, nil
+	}
 	if mean(recent) > 1 && !(trend(recent) < trendThreshold) {
 		return s.Workers + 1, nil
 	}

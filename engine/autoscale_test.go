@@ -127,6 +127,12 @@ func TestLonglivedQuirksFixed(t *testing.T) {
 	if got := scale(3, 1, 3, 7, 7, 7, 7, 7, 7, 7, 7); got[len(got)-1] != 3 || got[2] != 2 || got[3] != 3 {
 		t.Errorf("flat backlog: %v, want to reach 3 one worker per tick and stay", got)
 	}
+	// A backlog that has just cleared adds no worker, though its mean over
+	// the window is still high and its trend not steep enough to stop the
+	// Ruby daemon (here about -1.7).
+	if got := scale(4, 1, 4, 9, 9, 9, 9, 0, 0); got[3] != 2 || got[len(got)-1] != 2 {
+		t.Errorf("a cleared backlog: %v, want one worker added for the backlog and none after", got)
+	}
 	// min_workers is honoured from the start and never undercut.
 	if got := scale(3, 2, 4, 0, 0, 0, 0, 0); got[0] != 2 || got[len(got)-1] != 2 {
 		t.Errorf("min 2: %v", got)
