@@ -72,6 +72,7 @@ const (
 	dipBaseline = 3 * time.Second
 	dipReloads  = 8
 	dipEvery    = 1500 * time.Millisecond
+	dipAround   = 5
 )
 
 // dipConfig is one handler the throughput dip is measured with.
@@ -133,6 +134,9 @@ type dipSamples struct {
 	// next reload, as a rate and as a share of its run's steady rate; lost
 	// is the work not done in that time, in ms of the steady rate.
 	low, share, lost []float64
+	// local is, per reload, the rate of the dipAround windows after the
+	// write's own window over that of the dipAround windows before it.
+	local []float64
 	// baseLost is lost measured over baseline stretches of the same
 	// length, where no reload happened: the noise floor.
 	baseLost []float64
@@ -767,6 +771,20 @@ func runDip(ctx context.Context, e *env, binary, dir, url string, c dipConfig, d
 			}
 			lost += max(0, steady-rate(i)) * dipWindow.Seconds()
 		}
+		// The rate just after the write against just before it: a
+		// handover's dip, told apart from the broker's slower drift.
+		var before, after float64
+		for i := range dipAround {
+			if j := index(w) - 1 - i; j >= 0 {
+				before += rate(j)
+			}
+			if j := index(w) + 1 + i; j < len(counts) {
+				after += rate(j)
+			}
+		}
+		if before > 0 {
+			ds.local = append(ds.local, after/before)
+		}
 		ds.low = append(ds.low, low)
 		ds.share = append(ds.share, low/steady)
 		ds.lost = append(ds.lost, lost/steady*1000)
@@ -857,7 +875,7 @@ func (r *reloadReport) latencyRows() [][]string {
 }
 
 var dipHeader = []string{"broker, handler", "backlog", "steady msgs/s (median window)", "lowest baseline window",
-	"lowest window around a reload: median", "worst", "÷ steady: median", "worst", "work lost per reload: median", "worst", "same measure with no reload: median",
+	"lowest window around a reload: median", "worst", "÷ steady: median", "worst", "work lost per reload: median", "worst", "same measure with no reload: median", "0.5 s after the write ÷ 0.5 s before: median", "worst",
 	"write → new version under load: median", "worst", "handled twice (per run)", "broker warnings (per run)", "reloads failed",
 	"runs in which the daemon stopped consuming"}
 
@@ -872,6 +890,7 @@ func (r *reloadReport) dipRows() [][]string {
 			fmt.Sprintf("%.2f", rates(d.share).median()), fmt.Sprintf("%.2f", slices.Min(d.share)),
 			fmt.Sprintf("%.0f ms", rates(d.lost).median()), fmt.Sprintf("%.0f ms", slices.Max(d.lost)),
 			fmt.Sprintf("%.0f ms", rates(d.baseLost).median()),
+			fmt.Sprintf("%.2f", rates(d.local).median()), fmt.Sprintf("%.2f", slices.Min(d.local)),
 			ms(median(d.latency)), ms(slices.Max(d.latency)), ints(d.twice), ints(d.warned), fmt.Sprintf("%d of %d", len(d.failed), dipReloads*len(d.steady)),
 			fmt.Sprintf("%d of %d", len(d.stalls), len(d.steady))})
 	}
