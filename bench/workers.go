@@ -48,9 +48,9 @@ task(
 )
 
 // scaleCase is one way the backlog meets the pool: with a
-// --scaling-interval, and either as soon as the pool is up (its window of
-// 100 samples is not full yet, so it decides nothing for 100 intervals)
-// or after the pool idled for a full window and a second.
+// --scaling-interval, and either as soon as the pool is up (it decides
+// nothing for its first 10 samples, and its window of 100 is not full) or
+// after the pool idled for a full window and a second.
 type scaleCase struct {
 	interval time.Duration
 	warm     bool
@@ -344,8 +344,8 @@ func runScale(ctx context.Context, e *env, binary string, c scaleCase, run int) 
 		return fail(fmt.Errorf("publisher: %v", pub.err))
 	}
 
-	// Grow: from the first message stored to max_workers. The window fills
-	// in 100 intervals; then a worker per interval at most.
+	// Grow: from the first message stored to max_workers: no decision in
+	// the first 10 intervals; then a worker per interval at most.
 	r.grow = make([]time.Duration, scaleMax-scaleMin)
 	limit := 100*interval + time.Duration(scaleMax)*interval + 30*time.Second
 	size := scaleMin
@@ -393,10 +393,10 @@ func runScale(ctx context.Context, e *env, binary string, c scaleCase, run int) 
 		return fail(fmt.Errorf("%d messages published, outcomes %v", r.published, t.Messages))
 	}
 
-	// Shrink: idle_timeout, then a worker per interval at most. The pool
-	// may grow again while the backlog's samples are still in the window,
-	// so it is followed until no sample of the backlog can be left there:
-	// a full window, idle_timeout and the steps down after the clear.
+	// Shrink: idle_timeout, then a worker per interval at most. It is
+	// followed until no sample of the backlog can be left in the window (a
+	// full window, idle_timeout and the steps down after the clear), to
+	// catch a pool that grows again meanwhile.
 	hold := tClear.Add(100*interval + scaleIdle + time.Duration(scaleMax)*interval + 2*time.Second)
 	var firstMin, lastMin time.Time
 	for time.Now().Before(hold) {
@@ -789,7 +789,7 @@ func (r *workersReport) scaleRows() [][]string {
 		if c.interval == 100*time.Millisecond {
 			name += " (default)"
 		}
-		when := fmt.Sprintf("pool just started (window of 100 samples = %s not full)", secs(100*c.interval))
+		when := fmt.Sprintf("pool just started (no decision in its first 10 samples = %s)", secs(10*c.interval))
 		if c.warm {
 			when = fmt.Sprintf("pool idle for %s (window full)", secs(100*c.interval+time.Second))
 		}

@@ -12,6 +12,12 @@ import (
 // window, 10 seconds at the default scaling interval.
 const sampleSize = 100
 
+// minDecision is how many samples longlived needs before it decides: the
+// Ruby daemon waited for a full window, 10 s at the default interval, so a
+// daemon started (or a task reloaded) on a backlog did not grow for 10 s.
+// Ten samples give the slope's t-statistic eight degrees of freedom.
+const minDecision = 10
+
 // trendThreshold is the t-statistic below which a backlog counts as
 // falling (reference/symphony-ruby.md §2.4).
 const trendThreshold = -3
@@ -89,7 +95,8 @@ func mean(samples []tasks.Sample) float64 {
 }
 
 // longlived is the Ruby daemon's autoscaler with its quirks fixed. It
-// decides nothing until its window of samples is full; then it adds a
+// decides on the samples it has once there are minDecision of them (or its
+// whole window, if smaller), the last window of them; it adds a
 // worker when the backlog's mean is above 1, its trend is not falling and
 // messages are ready now.
 // An extra worker (beyond Min) idle for IdleTimeout goes. It counts the
@@ -112,10 +119,10 @@ func (l longlived) Decide(_ context.Context, s tasks.Stats) (int, error) {
 	if window <= 0 {
 		window = sampleSize
 	}
-	if len(s.Samples) < window {
+	if len(s.Samples) < min(window, minDecision) {
 		return s.Workers, nil
 	}
-	recent := s.Samples[len(s.Samples)-window:]
+	recent := s.Samples[max(0, len(s.Samples)-window):]
 	// Nothing ready now: a worker more would have nothing to take. The
 	// Ruby daemon went on adding workers while a cleared backlog was still
 	// in its window's mean, and each of them idled out again.

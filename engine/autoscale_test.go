@@ -117,7 +117,7 @@ func TestLonglivedScalesLikeTheRubyDaemon(t *testing.T) {
 // The cases the Ruby daemon got wrong.
 func TestLonglivedQuirksFixed(t *testing.T) {
 	t.Parallel()
-	// Nothing is decided before the window is full.
+	// Nothing is decided before a window smaller than ten is full.
 	if sizes := scale(5, 1, 4, 9, 9, 9, 9); sizes[3] != 1 {
 		t.Errorf("decided before the window was full: %v", sizes)
 	}
@@ -126,6 +126,11 @@ func TestLonglivedQuirksFixed(t *testing.T) {
 	// could overshoot by one per tick).
 	if got := scale(3, 1, 3, 7, 7, 7, 7, 7, 7, 7, 7); got[len(got)-1] != 3 || got[2] != 2 || got[3] != 3 {
 		t.Errorf("flat backlog: %v, want to reach 3 one worker per tick and stay", got)
+	}
+	// With the default window of 100 samples, a decision comes after ten,
+	// not a hundred (Ruby: 10 s at the default interval).
+	if got := scale(0, 1, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9); got[8] != 1 || got[9] != 2 || got[10] != 3 {
+		t.Errorf("a backlog from the start, default window: %v, want the first worker added at the tenth sample", got)
 	}
 	// A backlog that has just cleared adds no worker, though its mean over
 	// the window is still high and its trend not steep enough to stop the

@@ -17,8 +17,8 @@ import (
 
 // TestPoolGrowsWithTheBacklogAndShrinksWhenIdle runs a longlived pool on
 // the embedded broker in a bubble of fake time: a growing backlog of slow
-// messages grows it one worker per interval once its window of samples is
-// full, up to max_workers and no further; when the backlog is gone, the
+// messages grows it one worker per interval once it has ten samples, up
+// to max_workers and no further; when the backlog is gone, the
 // extra workers stop after idle_timeout and min_workers stay.
 func TestPoolGrowsWithTheBacklogAndShrinksWhenIdle(t *testing.T) {
 	dir := t.TempDir()
@@ -65,17 +65,19 @@ func TestPoolGrowsWithTheBacklogAndShrinksWhenIdle(t *testing.T) {
 		<-e.Ready()
 		workers := func() int { return e.Status().Tasks[0].Workers.Now }
 
-		// The window is 100 samples, 10s at 100ms: nothing before.
-		time.Sleep(9500 * time.Millisecond)
+		// Nothing is decided in the first ten samples (1 s at 100 ms).
+		time.Sleep(950 * time.Millisecond)
 		synctest.Wait()
 		if n := workers(); n != 1 {
-			t.Fatalf("%d workers before the window was full, want 1", n)
+			t.Fatalf("%d workers after nine samples, want 1", n)
 		}
-		// Then one worker per interval while the backlog grows, up to max.
-		time.Sleep(700 * time.Millisecond)
+		// Then, once the backlog's mean passes 1, one worker per interval
+		// while it grows, up to max: long before the window of 100 samples
+		// (10 s) is full.
+		time.Sleep(2 * time.Second)
 		synctest.Wait()
 		if n := workers(); n != 3 {
-			t.Fatalf("%d workers with a growing backlog, want max_workers 3", n)
+			t.Fatalf("%d workers 3 s into a growing backlog, want max_workers 3", n)
 		}
 		if err := <-published; err != nil {
 			t.Fatal(err)
