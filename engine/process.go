@@ -254,6 +254,9 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 	defer stop()
 	msgs, err := sub.Subscribe(intake, spec.Queue)
 	if err != nil {
+		if intake.Err() != nil {
+			return nil // asked to stop while subscribing, as a thread worker may be
+		}
 		return fmt.Errorf("subscribe to queue %s: %w", spec.Queue, err)
 	}
 	report := func(ev event) {

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -11,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/broker/sqlite"
 	"github.com/symphony-go/symphony/tasks"
 )
 
@@ -85,4 +90,34 @@ func TestWorkerProcessIgnoringTermIsKilled(t *testing.T) {
 func newRigNoWait(t *testing.T, cfg Config, ts ...tasks.Task) *rig {
 	t.Helper()
 	return newRigWith(t, cfg, false, ts...)
+}
+
+// A worker process asked to stop before it subscribed takes nothing and
+// ends cleanly, as a thread worker does: not a failed worker.
+func TestWorkerStoppedBeforeSubscribingEndsCleanly(t *testing.T) {
+	t.Parallel()
+	b, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "worker.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := spec("once", "once.#")
+	s.WorkModel = tasks.Oneshot
+	if err := b.Declare(t.Context(), broker.Queue{Name: s.Queue, Patterns: s.Patterns, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := broker.NewMessage(tasks.Publication{RoutingKey: "once.x", Body: []byte(`{}`)})
+	if err := b.Publish("once.x", msg); err != nil {
+		t.Fatal(err)
+	}
+	stopped, cancel := context.WithCancel(t.Context())
+	cancel()
+	err = RunWorker(stopped, t.Context(), WorkerConfig{Broker: b, Logger: slog.New(slog.DiscardHandler), Task: tasks.Task{Spec: s},
+		Oneshot: true})
+	if err != nil {
+		t.Errorf("RunWorker stopped before subscribing: %v, want nil", err)
+	}
+	if n, err := b.Depth(t.Context(), s.Queue); err != nil || n != 1 {
+		t.Errorf("ready messages after: %d (%v), want the 1 published", n, err)
+	}
 }
