@@ -14,10 +14,15 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // Metadata keys of the messages that cross the seam.
@@ -58,6 +63,36 @@ type Queue struct {
 	Patterns []string
 	// Durable false: the queue goes away with its last consumer.
 	Durable bool
+}
+
+// MaxQueueName is the longest queue name either broker takes: AMQP allows
+// 255 bytes, and on RabbitMQ a queue's binding record adds ".bindings".
+// One limit for both, so that a topology that works on one works on the
+// other.
+const MaxQueueName = 255 - len(".bindings")
+
+// Check reports a queue either broker would refuse, and returns its
+// patterns, each validated, without repeats.
+func (q Queue) Check() ([]string, error) {
+	switch {
+	case q.Name == "":
+		return nil, errors.New("queue name is empty")
+	case len(q.Name) > MaxQueueName:
+		return nil, fmt.Errorf("queue name %.30q... is %d bytes long; the limit is %d (AMQP's 255 less the %q suffix of its binding record)",
+			q.Name, len(q.Name), MaxQueueName, ".bindings")
+	case strings.HasPrefix(q.Name, "amq."):
+		return nil, fmt.Errorf("queue name %q starts with amq., which RabbitMQ reserves", q.Name)
+	}
+	patterns := []string{}
+	for _, p := range q.Patterns {
+		if err := tasks.ValidatePattern(p); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(patterns, p) {
+			patterns = append(patterns, p)
+		}
+	}
+	return patterns, nil
 }
 
 // ConsumeOptions shape one subscription.

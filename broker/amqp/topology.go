@@ -14,7 +14,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/symphony-go/symphony/broker"
-	"github.com/symphony-go/symphony/tasks"
 )
 
 // Suffixes of the queues that belong to a task queue.
@@ -22,10 +21,6 @@ const (
 	deadSuffix   = ".dead"
 	recordSuffix = ".bindings"
 )
-
-// MaxQueueName is the longest task queue name: AMQP allows 255 bytes, and
-// the queue's dead-letter queue and binding record add a suffix.
-const MaxQueueName = 255 - len(recordSuffix)
 
 // DeadQueue is the dead-letter queue of a task queue.
 func DeadQueue(queue string) string { return queue + deadSuffix }
@@ -73,33 +68,11 @@ func notFound(err error) bool {
 	return errors.As(err, &ae) && ae.Code == amqp.NotFound
 }
 
-func validateQueue(q broker.Queue) ([]string, error) {
-	switch {
-	case q.Name == "":
-		return nil, errors.New("queue name is empty")
-	case len(q.Name) > MaxQueueName:
-		return nil, fmt.Errorf("queue name %.30q... is %d bytes long; RabbitMQ allows %d (255 less the %q suffix)",
-			q.Name, len(q.Name), MaxQueueName, recordSuffix)
-	case strings.HasPrefix(q.Name, "amq."):
-		return nil, fmt.Errorf("queue name %q starts with amq., which RabbitMQ reserves", q.Name)
-	}
-	patterns := []string{}
-	for _, p := range q.Patterns {
-		if err := tasks.ValidatePattern(p); err != nil {
-			return nil, err
-		}
-		if !slices.Contains(patterns, p) {
-			patterns = append(patterns, p)
-		}
-	}
-	return patterns, nil
-}
-
 // Declare creates queue q or updates it so that exactly q.Patterns are
 // bound to it, and declares its dead-letter queue. A queue of that name
 // declared with other arguments is an error naming the difference.
 func (b *Broker) Declare(ctx context.Context, q broker.Queue) error {
-	patterns, err := validateQueue(q)
+	patterns, err := q.Check()
 	if err != nil {
 		return fmt.Errorf("declare queue %q: %w", q.Name, err)
 	}

@@ -26,6 +26,7 @@ func cases() []testCase {
 		{"RoutingMatrix", testRoutingMatrix},
 		{"Unroutable", testUnroutable},
 		{"DeclareRemovesStalePattern", testDeclareRemovesStalePattern},
+		{"DeclareRefusesWhatEitherBrokerWould", testDeclareRefuses},
 		{"AckRemoves", testAckRemoves},
 		{"NackRedelivers", testNackRedelivers},
 		{"MetadataRoundTrip", testMetadataRoundTrip},
@@ -135,6 +136,35 @@ func testDeclareRemovesStalePattern(t *testing.T, f *fixture) {
 			t.Errorf("got %q, want %q", m.Payload, want)
 		}
 		ack(t, m)
+	}
+}
+
+// Both brokers refuse the same queues, so that a topology that works on
+// one works on the other.
+func testDeclareRefuses(t *testing.T, f *fixture) {
+	longest := f.prefix + "." + strings.Repeat("q", broker.MaxQueueName-len(f.prefix)-1)
+	refused := map[string]broker.Queue{
+		"empty name":       {Name: "", Patterns: []string{"a"}},
+		"name too long":    {Name: longest + "q", Patterns: []string{"a"}},
+		"reserved name":    {Name: "amq." + f.prefix, Patterns: []string{"a"}},
+		"an empty word":    {Name: f.prefix + ".bad", Patterns: []string{"a..b"}},
+		"a glued wildcard": {Name: f.prefix + ".bad", Patterns: []string{"a*"}},
+	}
+	for what, q := range refused {
+		if err := f.b.Declare(context.Background(), q); err == nil {
+			t.Errorf("%s: Declare(%.40q, %q) succeeded, want an error", what, q.Name, q.Patterns)
+		}
+	}
+	// The longest name is taken, and works.
+	f.mu.Lock()
+	f.queues = append(f.queues, longest)
+	f.mu.Unlock()
+	if err := f.b.Declare(context.Background(), broker.Queue{Name: longest, Patterns: []string{"long.key"}, Durable: true}); err != nil {
+		t.Fatalf("declare a queue named with %d bytes: %v", len(longest), err)
+	}
+	f.publish("long.key", "x")
+	if n := f.depth(longest); n != 1 {
+		t.Errorf("the longest-named queue holds %d messages, want 1", n)
 	}
 }
 

@@ -15,10 +15,6 @@ import (
 	"github.com/symphony-go/symphony/tasks"
 )
 
-// MaxQueueName is AMQP's limit on queue names, kept here so that a topology
-// that works on one broker works on the other.
-const MaxQueueName = 255
-
 // computed reports the metadata keys the broker sets on delivery (or, for
 // the delay, consumes on publish); they are not stored.
 func computed(key string) bool {
@@ -160,30 +156,12 @@ func (b *Broker) lookup(ctx context.Context, w *writer, queue string) (int64, bo
 	return id, durable, nil
 }
 
-func validateQueueName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("queue name is empty")
-	case len(name) > MaxQueueName:
-		return fmt.Errorf("queue name %.30q... is %d bytes long; AMQP allows %d", name, len(name), MaxQueueName)
-	}
-	return nil
-}
-
 // Declare creates queue q or updates it so that exactly q.Patterns are
 // bound to it, in one transaction.
 func (b *Broker) Declare(ctx context.Context, q broker.Queue) error {
-	if err := validateQueueName(q.Name); err != nil {
-		return fmt.Errorf("declare queue: %w", err)
-	}
-	patterns := []string{}
-	for _, p := range q.Patterns {
-		if err := tasks.ValidatePattern(p); err != nil {
-			return fmt.Errorf("declare queue %q: %w", q.Name, err)
-		}
-		if !slices.Contains(patterns, p) {
-			patterns = append(patterns, p)
-		}
+	patterns, err := q.Check()
+	if err != nil {
+		return fmt.Errorf("declare queue %q: %w", q.Name, err)
 	}
 	list, err := json.Marshal(patterns)
 	if err != nil {
