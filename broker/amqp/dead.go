@@ -37,8 +37,12 @@ func (b *Broker) DeadLetters() broker.DeadLetters { return deadLetters{b} }
 
 type deadLetters struct{ b *Broker }
 
-// known is every queue "" stands for.
-func (b *Broker) known() ([]string, error) {
+// queuesOf is the queues a dead-letter command on queue reads: queue
+// itself, or for "" every queue it stands for.
+func (b *Broker) queuesOf(queue string) ([]string, error) {
+	if queue != "" {
+		return []string{queue}, nil
+	}
 	b.mu.Lock()
 	qs := slices.Clone(b.opts.Queues)
 	for name := range b.declared {
@@ -141,12 +145,9 @@ func (b *Broker) scan(ctx context.Context, queue string, visit func(d *amqp.Deli
 }
 
 func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broker.DeadLetter, error) {
-	queues := []string{queue}
-	if queue == "" {
-		var err error
-		if queues, err = d.b.known(); err != nil {
-			return nil, fmt.Errorf("list dead letters: %w", err)
-		}
+	queues, err := d.b.queuesOf(queue)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
 	var out []broker.DeadLetter
 	for _, q := range queues {
@@ -171,12 +172,9 @@ func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broke
 }
 
 func (d deadLetters) Count(ctx context.Context, queue string) (int, error) {
-	queues := []string{queue}
-	if queue == "" {
-		var err error
-		if queues, err = d.b.known(); err != nil {
-			return 0, fmt.Errorf("count dead letters: %w", err)
-		}
+	queues, err := d.b.queuesOf(queue)
+	if err != nil {
+		return 0, fmt.Errorf("count dead letters: %w", err)
 	}
 	ctx, cancel := d.b.deadline(ctx)
 	defer cancel()
@@ -227,12 +225,9 @@ type selection struct {
 
 func (d deadLetters) choose(queue string, ids []string) ([]selection, error) {
 	if len(ids) == 0 {
-		queues := []string{queue}
-		if queue == "" {
-			var err error
-			if queues, err = d.b.known(); err != nil {
-				return nil, err
-			}
+		queues, err := d.b.queuesOf(queue)
+		if err != nil {
+			return nil, err
 		}
 		out := make([]selection, len(queues))
 		for i, q := range queues {
@@ -260,9 +255,9 @@ func (d deadLetters) choose(queue string, ids []string) ([]selection, error) {
 
 // take scans sel's dead-letter queue for the messages it names (all: as
 // many as the queue had when it started, so that letters dead again
-// meanwhile are not taken twice) and hands them to f with the channel that
+// meanwhile are not taken twice) and hands them to f while its channel
 // holds them. Every id must name a dead letter.
-func (d deadLetters) take(ctx context.Context, sel selection, f func(ch *amqp.Channel, taken []amqp.Delivery) error) (int, error) {
+func (d deadLetters) take(ctx context.Context, sel selection, f func(taken []amqp.Delivery) error) (int, error) {
 	limit := -1
 	if len(sel.keys) == 0 {
 		st, err := d.b.inspect(ctx, DeadQueue(sel.queue))
@@ -302,7 +297,7 @@ func (d deadLetters) take(ctx context.Context, sel selection, f func(ch *amqp.Ch
 	if len(taken) == 0 {
 		return 0, nil
 	}
-	if err := f(ch, taken); err != nil {
+	if err := f(taken); err != nil {
 		return 0, err
 	}
 	for _, m := range taken {
@@ -329,7 +324,7 @@ func (d deadLetters) Replay(ctx context.Context, queue string, ids []string) (in
 		if _, err := d.b.inspect(ctx, sel.queue); err != nil {
 			return total, fmt.Errorf("replay dead letters: %w", err)
 		}
-		n, err := d.take(ctx, sel, func(_ *amqp.Channel, taken []amqp.Delivery) error {
+		n, err := d.take(ctx, sel, func(taken []amqp.Delivery) error {
 			out := make([]outgoing, len(taken))
 			for i := range taken {
 				out[i] = outgoing{exchange: "", key: sel.queue, msg: revive(&taken[i])}
@@ -388,7 +383,7 @@ func (d deadLetters) Purge(ctx context.Context, queue string, ids []string) (int
 		if len(sel.keys) == 0 {
 			n, err = d.b.purge(ctx, DeadQueue(sel.queue))
 		} else {
-			n, err = d.take(ctx, sel, func(*amqp.Channel, []amqp.Delivery) error { return nil })
+			n, err = d.take(ctx, sel, func([]amqp.Delivery) error { return nil })
 		}
 		total += n
 		if err != nil {

@@ -107,17 +107,25 @@ func (c *consumer) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = c.open(sess)
-	if notFound(err) {
-		// Declared here but deleted since: declare it again.
-		var known bool
-		if known, err = c.b.redeclare(ctx, c.queue); known && err == nil {
-			err = c.open(sess)
-		} else if !known {
-			err = fmt.Errorf("queue %q: %w; declare it first", c.queue, broker.ErrNotFound)
-		}
+	return c.openOrRedeclare(ctx, sess, "declare it first")
+}
+
+// openOrRedeclare opens the consumer's channel; a queue declared here but
+// deleted since is declared again first. A queue this process never
+// declared is ErrNotFound, with unknown saying what happens next.
+func (c *consumer) openOrRedeclare(ctx context.Context, sess *session, unknown string) error {
+	err := c.open(sess)
+	if !notFound(err) {
+		return err
 	}
-	return err
+	known, err := c.b.redeclare(ctx, c.queue)
+	switch {
+	case !known:
+		return fmt.Errorf("queue %q: %w; %s", c.queue, broker.ErrNotFound, unknown)
+	case err != nil:
+		return err
+	}
+	return c.open(sess)
 }
 
 func (c *consumer) open(sess *session) error {
@@ -337,15 +345,7 @@ func (c *consumer) resume(ctx context.Context) bool {
 		if err != nil {
 			return false
 		}
-		err = c.open(sess)
-		if notFound(err) {
-			var known bool
-			if known, err = c.b.redeclare(ctx, c.queue); known && err == nil {
-				err = c.open(sess)
-			} else if !known {
-				err = fmt.Errorf("queue %q: %w; waiting for it to be declared", c.queue, broker.ErrNotFound)
-			}
-		}
+		err = c.openOrRedeclare(ctx, sess, "waiting for it to be declared")
 		if err == nil {
 			c.log.Info("consumer resumed")
 			return true

@@ -55,11 +55,11 @@ func scanDead(sc scanner) (broker.DeadLetter, error) {
 	return d, nil
 }
 
-// where is the filter of dead letters by queue ("" is every queue) and ids
-// (none is all); it binds ?1 to the exchange.
-func where(queue string, ids []int64) (string, []any) {
+// where is the filter of dead letters of the broker's exchange by queue
+// ("" is every queue) and ids (none is all), with its arguments.
+func (d deadLetters) where(queue string, ids []int64) (string, []any) {
 	q := `exchange = ?1`
-	args := []any{""}
+	args := []any{d.b.exchange}
 	if queue != "" {
 		args = append(args, queue)
 		q += ` AND queue = ?` + strconv.Itoa(len(args))
@@ -91,8 +91,7 @@ func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broke
 	if limit <= 0 {
 		limit = -1
 	}
-	w, args := where(queue, nil)
-	args[0] = d.b.exchange
+	w, args := d.where(queue, nil)
 	args = append(args, limit)
 	rs, err := d.b.rdb.QueryContext(ctx, `SELECT `+deadColumns+` FROM dead WHERE `+w+
 		` ORDER BY id LIMIT ?`+strconv.Itoa(len(args)), args...)
@@ -115,8 +114,7 @@ func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broke
 }
 
 func (d deadLetters) Count(ctx context.Context, queue string) (int, error) {
-	w, args := where(queue, nil)
-	args[0] = d.b.exchange
+	w, args := d.where(queue, nil)
 	var n int
 	if err := d.b.rdb.QueryRowContext(ctx, `SELECT count(*) FROM dead WHERE `+w, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count dead letters: %w", d.b.explain(err))
@@ -152,8 +150,7 @@ type buried struct {
 
 // selected are the dead letters queue and ids name; every id must name one.
 func (d deadLetters) selected(ctx context.Context, w *writer, queue string, ids []int64) ([]buried, error) {
-	cond, args := where(queue, ids)
-	args[0] = d.b.exchange
+	cond, args := d.where(queue, ids)
 	rs, err := w.conn.QueryContext(ctx, `SELECT id, queue, routing_key, uuid, metadata, payload FROM dead WHERE `+cond+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, err
@@ -193,7 +190,6 @@ func (d deadLetters) Replay(ctx context.Context, queue string, ids []string) (in
 	var n int
 	var woken []int64
 	err = d.b.write(ctx, true, false, func(ctx context.Context, w *writer) error {
-		woken = woken[:0]
 		dls, err := d.selected(ctx, w, queue, nums)
 		if err != nil {
 			return err
@@ -254,8 +250,7 @@ func (d deadLetters) Purge(ctx context.Context, queue string, ids []string) (int
 				return err
 			}
 		}
-		cond, args := where(queue, nums)
-		args[0] = d.b.exchange
+		cond, args := d.where(queue, nums)
 		res, err := w.conn.ExecContext(ctx, `DELETE FROM dead WHERE `+cond, args...)
 		if err != nil {
 			return err

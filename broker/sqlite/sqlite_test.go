@@ -519,11 +519,11 @@ func TestExchangesAreSeparate(t *testing.T) {
 	if err := x.Publish("k", msg("x")); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := y.Depth(context.Background(), "q"); n != 0 {
-		t.Errorf("y's queue got x's message")
+	if n, err := y.Depth(context.Background(), "q"); err != nil || n != 0 {
+		t.Errorf("y's queue: %d messages (%v), want none of x's", n, err)
 	}
-	if n, _ := x.Depth(context.Background(), "q"); n != 1 {
-		t.Errorf("x's queue has %d messages, want 1", n)
+	if n, err := x.Depth(context.Background(), "q"); err != nil || n != 1 {
+		t.Errorf("x's queue has %d messages (%v), want 1", n, err)
 	}
 }
 
@@ -552,11 +552,11 @@ func TestDeadLetterUnknownIDsChangeNothing(t *testing.T) {
 	if _, err := b.DeadLetters().Replay(ctx, "other", []string{list[0].ID}); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("replay of q's dead letter named under another queue: %v", err)
 	}
-	if n, _ := b.DeadLetters().Count(ctx, "q"); n != 1 {
-		t.Errorf("count %d after failed replays and purges, want 1", n)
+	if n, err := b.DeadLetters().Count(ctx, "q"); err != nil || n != 1 {
+		t.Errorf("count %d (%v) after failed replays and purges, want 1", n, err)
 	}
-	if n, _ := b.Depth(ctx, "q"); n != 0 {
-		t.Errorf("a failed replay enqueued %d messages", n)
+	if n, err := b.Depth(ctx, "q"); err != nil || n != 0 {
+		t.Errorf("a failed replay enqueued %d messages (%v)", n, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -357,7 +358,6 @@ func (b *Broker) lease(ctx context.Context, queue int64, n int) ([]row, error) {
 	token := nonzeroRandom()
 	var rows []row
 	err := b.write(ctx, false, true, func(ctx context.Context, w *writer) error {
-		rows = rows[:0]
 		t := now()
 		rs, err := w.st(sqlLease).QueryContext(ctx, token, t+b.cfg.lease.Nanoseconds(), queue, t, n)
 		if err != nil {
@@ -379,7 +379,7 @@ func (b *Broker) lease(ctx context.Context, queue int64, n int) ([]row, error) {
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
-	slices.SortFunc(rows, func(a, b row) int { return cmpInt(a.id, b.id) })
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 	ids := make([]int64, len(rows))
 	for i, r := range rows {
 		ids[i] = r.id
@@ -392,8 +392,15 @@ func (b *Broker) lease(ctx context.Context, queue int64, n int) ([]row, error) {
 		}
 		return nil, err
 	}
-	// A body can vanish only if the queue was deleted meanwhile.
-	return slices.DeleteFunc(rows, func(r row) bool { return r.uuid == "" && r.metadata == "" }), nil
+	// A body can vanish only if the queue was deleted meanwhile; its lease
+	// is then not held either.
+	return slices.DeleteFunc(rows, func(r row) bool {
+		gone := r.uuid == "" && r.metadata == ""
+		if gone {
+			b.held.remove(r.id)
+		}
+		return gone
+	}), nil
 }
 
 func (b *Broker) readBodies(ctx context.Context, rows []row, ids []int64) error {
@@ -408,7 +415,7 @@ func (b *Broker) readBodies(ctx context.Context, rows []row, ids []int64) error 
 		if err := rs.Scan(&id, &body.routingKey, &body.uuid, &body.metadata, &body.payload); err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
-		if i, found := slices.BinarySearchFunc(rows, id, func(r row, id int64) int { return cmpInt(r.id, id) }); found {
+		if i, found := slices.BinarySearchFunc(rows, id, func(r row, id int64) int { return cmp.Compare(r.id, id) }); found {
 			rows[i].routingKey, rows[i].uuid, rows[i].metadata, rows[i].payload = body.routingKey, body.uuid, body.metadata, body.payload
 		}
 	}
@@ -416,16 +423,6 @@ func (b *Broker) readBodies(ctx context.Context, rows []row, ids []int64) error 
 		return fmt.Errorf("read messages: %w", err)
 	}
 	return nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // release clears the leases of rows, which makes them ready at the head of

@@ -235,9 +235,6 @@ func (b *Broker) write(ctx context.Context, durable, withAcks bool, fn func(ctx 
 	if w == nil {
 		return errors.New("the broker is closed")
 	}
-	if err := w.setSync(ctx, durable && b.cfg.full); err != nil {
-		return err
-	}
 	var acks []ack
 	if withAcks {
 		acks = b.acks.take()
@@ -247,6 +244,12 @@ func (b *Broker) write(ctx context.Context, durable, withAcks bool, fn func(ctx 
 			return nil
 		}
 		fn = noop
+	}
+	if err := w.setSync(ctx, durable && b.cfg.full); err != nil {
+		if len(acks) > 0 {
+			b.acks.putBack(acks)
+		}
+		return err
 	}
 	var done []ack
 	err := w.tx(ctx, func(ctx context.Context) error {
