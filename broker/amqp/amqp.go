@@ -197,8 +197,7 @@ type Broker struct {
 	declareMu sync.Mutex
 
 	mu       sync.Mutex
-	declared map[string]broker.Queue // by name: what Declare was last asked
-	applied  map[string][]string     // by queue: the patterns bound last
+	declared map[string]broker.Queue // by name: as last applied
 	delays   map[string]delayState   // by delay queue name
 	subs     map[*subscriber]struct{}
 
@@ -220,7 +219,6 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		opts:     opts,
 		exchange: opts.Exchange,
 		declared: map[string]broker.Queue{},
-		applied:  map[string][]string{},
 		delays:   map[string]delayState{},
 		subs:     map[*subscriber]struct{}{},
 		stop:     make(chan struct{}),

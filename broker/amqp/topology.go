@@ -88,9 +88,6 @@ func (b *Broker) Declare(ctx context.Context, q broker.Queue) error {
 		err = b.apply(s, q)
 		b.declareMu.Unlock()
 		if err == nil {
-			b.mu.Lock()
-			b.declared[q.Name] = q
-			b.mu.Unlock()
 			return nil
 		}
 		// The connection dropped under us: do it again on the next one.
@@ -121,7 +118,8 @@ type record struct {
 }
 
 // apply declares q on s: the queue, its dead-letter queue, its bindings,
-// and its binding record. The caller holds declareMu.
+// and its binding record, and then records q as declared. The caller holds
+// declareMu.
 func (b *Broker) apply(s *session, q broker.Queue) error {
 	ch, err := channel(s)
 	if err != nil {
@@ -135,7 +133,7 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 		return explain(err, "queue", DeadQueue(q.Name))
 	}
 	b.mu.Lock()
-	previous := slices.Clone(b.applied[q.Name])
+	previous := slices.Clone(b.declared[q.Name].Patterns)
 	b.mu.Unlock()
 	var held []amqp.Delivery
 	if q.Durable {
@@ -170,8 +168,9 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 			return err
 		}
 	}
+	q.Patterns = slices.Clone(q.Patterns)
 	b.mu.Lock()
-	b.applied[q.Name] = slices.Clone(q.Patterns)
+	b.declared[q.Name] = q
 	b.mu.Unlock()
 	return nil
 }
