@@ -137,11 +137,19 @@ func (w *watcher) compare(changed chan<- string, trigger string) {
 	}
 }
 
-// watchTree watches dir and every directory under it but hidden ones.
-func (w *watcher) watchTree(fsw *fsnotify.Watcher, dir string) {
-	if info, err := os.Stat(dir); err == nil && !info.IsDir() {
-		dir = filepath.Dir(dir) // a single task file: its directory
+// treeOf is the directory a tasks root stands for: the root, or for a
+// single task file its directory, whose libraries and symphony.star the
+// file may use.
+func treeOf(root string) string {
+	if info, err := os.Stat(root); err == nil && !info.IsDir() {
+		return filepath.Dir(root)
 	}
+	return root
+}
+
+// watchTree watches the tree of root, every directory but hidden ones.
+func (w *watcher) watchTree(fsw *fsnotify.Watcher, root string) {
+	dir := treeOf(root)
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
@@ -162,7 +170,8 @@ func hidden(p string) bool { return strings.HasPrefix(filepath.Base(p), ".") }
 // roots, following symlinks to files, and the errors met reading them.
 func treeHash(roots []string) string {
 	h := sha256.New()
-	for _, r := range roots {
+	for _, root := range roots {
+		r := treeOf(root)
 		var files []string
 		err := filepath.WalkDir(r, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {

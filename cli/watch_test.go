@@ -81,6 +81,27 @@ func TestTreeHash(t *testing.T) {
 	}
 }
 
+// A tasks root that is one file stands for its directory: the libraries
+// the file loads and symphony.star beside it are part of it.
+func TestTreeHashOfAFileRoot(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a.star")
+	mustWrite(t, file, "a")
+	h := treeHash([]string{file})
+	for _, change := range []func(){
+		func() { mustWrite(t, filepath.Join(dir, "lib", "m.star"), "m") },
+		func() { mustWrite(t, filepath.Join(dir, "symphony.star"), "config()") },
+	} {
+		change()
+		got := treeHash([]string{file})
+		if got == h {
+			t.Error("a change beside the task file left the hash as it was")
+		}
+		h = got
+	}
+}
+
 func TestWatcherSeesEditorsSaves(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
