@@ -63,7 +63,7 @@ func fixedSettings(was, now settings, file starlarklib.Config) error {
 		name     string
 		was, now string
 	}{
-		{"broker", broker.Redact(was.Broker), broker.Redact(now.Broker)},
+		{"broker", was.Broker, now.Broker},
 		{"exchange", was.Exchange, now.Exchange},
 		{"admin-addr", was.AdminAddr, now.AdminAddr},
 		{"log-format", was.LogFormat, now.LogFormat},
@@ -76,8 +76,16 @@ func fixedSettings(was, now settings, file starlarklib.Config) error {
 		if pos := file[f.name].Pos; pos != "" {
 			where = pos + ": "
 		}
+		was, now := f.was, f.now
+		if f.name == "broker" {
+			// Compared whole, shown without the password.
+			was, now = broker.Redact(was), broker.Redact(now)
+			if was == now {
+				now += " with another password"
+			}
+		}
 		return fmt.Errorf("%s%s cannot change while the daemon runs (it runs with %q, now %q): restart the daemon to change it",
-			where, f.name, f.was, f.now)
+			where, f.name, was, now)
 	}
 	return nil
 }
