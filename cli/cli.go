@@ -48,6 +48,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
 		Suggest:         true,
+		// A header value or a path may hold a comma; a repeatable flag is
+		// repeated, not split (--task alone splits, in its option).
+		DisableSliceFlagSeparator: true,
 		// Errors are printed and mapped to exit codes below, not by cli.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {

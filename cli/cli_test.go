@@ -93,8 +93,8 @@ func TestPublishFileStdinAndHeaders(t *testing.T) {
 	env.MustRun("{\"n\": 1}\n{\"n\": 2}\n", "publish", "--file", "-", "echo.stdin")
 	d.WaitForNth(2502, "got", nil)
 
-	env.MustRun(`{"x": 1}`, "publish", "--header", "tenant=acme", "--header", "trace=t-1", "echo.headers")
-	got := d.WaitFor("got", map[string]string{"content_type": "application/json", "headers": `{"tenant":"acme","trace":"t-1"}`})
+	env.MustRun(`{"x": 1}`, "publish", "--header", "tenant=acme", "--header", "accept=a,b", "echo.headers")
+	got := d.WaitFor("got", map[string]string{"content_type": "application/json", "headers": `{"accept":"a,b","tenant":"acme"}`})
 	if got.Str("kind") != "dict" {
 		t.Errorf("a JSON payload arrived as %s", got.Str("kind"))
 	}
@@ -236,6 +236,10 @@ func TestTaskSelection(t *testing.T) {
 	r := env.MustRun("", "check", "--task", "other", dir)
 	if strings.Contains(r.Stdout, "echo") || !strings.Contains(r.Stdout, "other\t") {
 		t.Errorf("check --task other:\n%s", r.Stdout)
+	}
+	r = env.MustRun("", "check", "--task", "other,echo", dir)
+	if !strings.Contains(r.Stdout, "echo\t") || !strings.Contains(r.Stdout, "other\t") {
+		t.Errorf("check --task other,echo:\n%s", r.Stdout)
 	}
 	r = env.Run("", "check", "--task", "nope", dir)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "no such task; the tasks are: echo, other") {

@@ -68,7 +68,13 @@ var options = []option{
 			return
 		}},
 	{name: "task", list: true, usage: "run only this task (repeatable)",
-		apply: func(s *settings, v []string) error { s.Tasks = v; return nil }},
+		apply: func(s *settings, v []string) error {
+			// Task names hold no comma, so "a,b" (SYMPHONY_TASK=a,b) is two.
+			for _, names := range v {
+				s.Tasks = append(s.Tasks, strings.Split(names, ",")...)
+			}
+			return nil
+		}},
 	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change (HUP still reloads)",
 		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},
 }
