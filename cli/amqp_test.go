@@ -298,3 +298,29 @@ func TestQueueDeletedWhileConsumed(t *testing.T) {
 	d.WaitFor("handled", map[string]string{"n": "2"})
 	d.Stop()
 }
+
+// RabbitMQ cannot list queues: dead-letter commands over every queue take
+// the task queues from --tasks, and without it say so.
+func TestDeadLettersOfEveryQueueOnRabbitMQ(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewRabbitEnv(t)
+	dir := writeTasks(t, map[string]string{"doomed.star": `
+def work(payload, meta):
+    fail("never")
+
+task(name = "doomed", subscribe_to = ["doomed.#"], work = work, max_attempts = 1)
+`})
+	d := env.Start(dir)
+	env.MustRun("", "publish", "doomed.x", `{"n": 1}`)
+	d.WaitFor("message dead-lettered", map[string]string{"task": "doomed"})
+	d.Stop()
+	if r := env.Run("", "dead", "list"); r.Code != 1 || !strings.Contains(r.Stderr, "give --tasks DIR") {
+		t.Errorf("dead list without --tasks: exit %d %q", r.Code, r.Stderr)
+	}
+	if r := env.MustRun("", "dead", "list", "--tasks", dir); !strings.Contains(r.Stdout, "doomed") || !strings.Contains(r.Stderr, "1 of 1 dead letters") {
+		t.Errorf("dead list --tasks:\n%s%s", r.Stdout, r.Stderr)
+	}
+	if r := env.MustRun("", "dead", "purge", "--all", "--tasks", dir); !strings.Contains(r.Stdout, "purged 1 dead letters") {
+		t.Errorf("dead purge --all --tasks: %q %q", r.Stdout, r.Stderr)
+	}
+}

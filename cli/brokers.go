@@ -12,11 +12,11 @@ import (
 	"github.com/symphony-go/symphony/broker/sqlite"
 )
 
-// openBroker opens the broker a URL names. queues are the task queues the
-// caller knows of: RabbitMQ cannot list queues, so dead-letter commands
-// that cover every queue rely on them. Errors name the URL without its
-// password.
-func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, queues []string) (broker.Broker, error) {
+// openBroker opens the broker a URL names. queues, when not nil, gives the
+// task queues the caller knows of: RabbitMQ cannot list queues, so
+// dead-letter commands that cover every queue rely on them; it is called
+// only for RabbitMQ. Errors name the URL without its password.
+func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, queues func() []string) (broker.Broker, error) {
 	scheme, rest, _ := strings.Cut(url, ":")
 	switch scheme {
 	case "sqlite":
@@ -30,11 +30,15 @@ func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, que
 		return b, nil
 	case "amqp", "amqps":
 		host, _ := os.Hostname()
+		var known []string
+		if queues != nil {
+			known = queues()
+		}
 		b, err := amqp.Open(ctx, url, amqp.Options{
 			Exchange: exchange,
 			Logger:   log,
 			Name:     fmt.Sprintf("symphony %s pid %d", host, os.Getpid()),
-			Queues:   queues,
+			Queues:   known,
 		})
 		if err != nil {
 			// Open's errors already name the URL, redacted.

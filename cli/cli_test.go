@@ -318,3 +318,17 @@ func published(t *testing.T, r symphonytest.Result) string {
 }
 
 var _ = json.Valid
+
+// The embedded broker lists its own queues: dead-letter commands run no
+// task file, so broken ones neither stop them nor warn.
+func TestDeadLettersRunNoTaskFileOnTheEmbeddedBroker(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"a.star": "task(name = \"a\", subscribe_to = [\"a\"], work = lambda p, m: True)\nfail(\"ran\")\n"})
+	for _, args := range [][]string{{"dead", "list"}, {"dead", "purge", "--all"}} {
+		r := env.MustRun("", append(args, "--tasks", dir)...)
+		if strings.Contains(r.Stderr, "task files") {
+			t.Errorf("symphony %s ran the task files: %s", strings.Join(args, " "), r.Stderr)
+		}
+	}
+}

@@ -61,15 +61,20 @@ func deadCommand() *cli.Command {
 }
 
 // withDeadLetters opens the broker named by the settings and hands its dead
-// letters to f.
-func withDeadLetters(c *cli.Context, f func(context.Context, broker.DeadLetters) error) error {
+// letters to f. every: f covers every queue, which on RabbitMQ are those of
+// the tasks under the tasks root.
+func withDeadLetters(c *cli.Context, every bool, f func(context.Context, broker.DeadLetters) error) error {
 	s, err := commandSettings(c)
 	if err != nil {
 		return err
 	}
 	log := newLogger(s, nil, c.App.ErrWriter)
 	ctx := context.Background()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log, knownQueues(c, log))
+	var queues func() []string
+	if every {
+		queues = func() []string { return knownQueues(c, log) }
+	}
+	b, err := openBroker(ctx, s.Broker, s.Exchange, log, queues)
 	if err != nil {
 		return err
 	}
@@ -82,7 +87,7 @@ func deadList(c *cli.Context) error {
 		return usagef("dead list takes at most one TASK")
 	}
 	queue := c.Args().First()
-	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
+	return withDeadLetters(c, queue == "", func(ctx context.Context, dl broker.DeadLetters) error {
 		list, err := dl.List(ctx, queue, c.Int("limit"))
 		if err != nil {
 			return deadError(err)
@@ -117,7 +122,7 @@ func deadShow(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef("dead show takes one ID")
 	}
-	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
+	return withDeadLetters(c, false, func(ctx context.Context, dl broker.DeadLetters) error {
 		d, err := dl.Show(ctx, c.Args().First())
 		if errors.Is(err, broker.ErrNotFound) {
 			return fmt.Errorf("no dead letter with id %s", c.Args().First())
@@ -153,7 +158,7 @@ func deadChange(c *cli.Context, verb string) error {
 	if all && (queue != "" || len(ids) > 0) {
 		return usagef("dead %s: --all goes alone", verb)
 	}
-	return withDeadLetters(c, func(ctx context.Context, dl broker.DeadLetters) error {
+	return withDeadLetters(c, all, func(ctx context.Context, dl broker.DeadLetters) error {
 		change := dl.Replay
 		if verb == "purge" {
 			change = dl.Purge
