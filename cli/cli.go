@@ -104,7 +104,7 @@ func markUsageErrors(c *cli.Command) {
 }
 
 func versionString() string {
-	v, commit := version, "unknown"
+	v, commit, goVersion := version, "unknown", "unknown"
 	if info, ok := debug.ReadBuildInfo(); ok {
 		if v == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
 			v = info.Main.Version
@@ -114,13 +114,10 @@ func versionString() string {
 				commit = s.Value
 			}
 		}
+		goVersion = info.GoVersion
 	}
 	if v == "" {
 		v = "dev"
-	}
-	goVersion := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		goVersion = info.GoVersion
 	}
 	return fmt.Sprintf("%s (commit %s, %s)", v, commit, goVersion)
 }
@@ -139,8 +136,8 @@ func versionCommand() *cli.Command {
 	}
 }
 
-// stdinIsTerminal and friends tell a terminal from a pipe or file without
-// a dependency: a terminal is a character device.
+// isTerminal tells a terminal from a pipe or file without a dependency: a
+// terminal is a character device.
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	if !ok {

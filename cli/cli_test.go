@@ -3,7 +3,6 @@ package cli_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -317,7 +316,6 @@ func published(t *testing.T, r symphonytest.Result) string {
 	return id
 }
 
-var _ = json.Valid
 
 // The embedded broker lists its own queues: dead-letter commands run no
 // task file, so broken ones neither stop them nor warn.

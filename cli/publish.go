@@ -158,7 +158,7 @@ func checkJSON(body []byte) error {
 type payloadSource interface {
 	// Next returns up to n payloads; none at the end.
 	Next(n int) ([][]byte, error)
-	// Total is how many payloads there are, or -1 when unknown.
+	// Total is how many payloads there are.
 	Total() int
 	Close() error
 }

@@ -85,7 +85,6 @@ type module struct {
 	root   *root
 	rel    string // slash-separated path relative to the root
 	name   string // root.given joined with rel: the file name in positions
-	abs    string // resolved absolute path: the cache key
 	walked bool   // found by the walk (a task file), not only load()ed
 	src    []byte
 
@@ -293,7 +292,7 @@ func notTaskFile(base string) string {
 	case !strings.HasSuffix(base, ".star"):
 		return "task files end in .star"
 	case strings.HasSuffix(base, "_test.star"):
-		return "files ending in _test.star are task tests; run them with symphony test"
+		return "files ending in _test.star are task tests, not tasks"
 	case base == configFile:
 		return "symphony.star configures the daemon; give its directory instead"
 	}
@@ -374,7 +373,6 @@ func (l *loader) module(rt *root, p string) (*module, error) {
 		root: rt,
 		rel:  filepath.ToSlash(rel),
 		name: filepath.Join(rt.given, rel),
-		abs:  resolved,
 	}
 	m.src, err = os.ReadFile(resolved)
 	if err != nil {
