@@ -316,7 +316,6 @@ func published(t *testing.T, r symphonytest.Result) string {
 	return id
 }
 
-
 // The embedded broker lists its own queues: dead-letter commands run no
 // task file, so broken ones neither stop them nor warn.
 func TestDeadLettersRunNoTaskFileOnTheEmbeddedBroker(t *testing.T) {
