@@ -324,14 +324,11 @@ func (e *Engine) launch(t tasks.Task, generation int) (*pool, error) {
 // drain stops a pool's intake; it finishes its in-flight messages on the
 // code it started them with, hands back the rest and goes. The caller
 // holds e.mu.
-func (e *Engine) drain(p *pool, then func()) {
+func (e *Engine) drain(p *pool) {
 	e.draining[p] = true
 	p.retire()
 	go func() {
 		<-p.done
-		if then != nil {
-			then()
-		}
 		e.mu.Lock()
 		delete(e.draining, p)
 		e.mu.Unlock()
@@ -419,6 +416,12 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 			}
 		}
 	}
+	// A queue the generation still uses keeps its bindings, whichever
+	// task consumed it before (a task renamed with its queue kept).
+	inUse := map[string]bool{}
+	for _, t := range gen.Tasks {
+		inUse[t.Spec.Queue] = true
+	}
 	e.tuning.Store(&gen.Tuning)
 	next := e.generation + 1
 	type switchover struct{ old, new *pool }
@@ -446,8 +449,10 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 			switches = append(switches, switchover{old, p})
 		case tasks.Removed:
 			old := e.current[d.Name]
-			e.unbinder(old.task.Spec)()
-			e.drain(old, nil)
+			if !inUse[old.task.Spec.Queue] {
+				e.unbind(old.task.Spec)
+			}
+			e.drain(old)
 			delete(e.current, d.Name)
 			e.order = deleteName(e.order, d.Name)
 			e.log.Info("task removed: its patterns are unbound and it finishes what it started", "task", d.Name)
@@ -476,11 +481,12 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, sw := range switches {
-		var unbind func()
-		if sw.old.task.Spec.Queue != sw.new.task.Spec.Queue {
-			unbind = e.unbinder(sw.old.task.Spec)
+		if !inUse[sw.old.task.Spec.Queue] {
+			// The task moved to another queue: nothing should land in the
+			// old one, which nobody will consume.
+			e.unbind(sw.old.task.Spec)
 		}
-		e.drain(sw.old, unbind)
+		e.drain(sw.old)
 		e.log.Info("task changed: the new version takes over, the old one finishes what it started",
 			"task", sw.new.task.Spec.Name, "generation", next)
 		sw.new.release()
@@ -488,15 +494,13 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	return changed, nil
 }
 
-// unbinder returns a function that removes every binding of a task's queue.
-func (e *Engine) unbinder(spec tasks.Spec) func() {
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
-		defer cancel()
-		q := broker.Queue{Name: spec.Queue, Durable: spec.Persistent}
-		if err := e.cfg.Broker.Declare(ctx, q); err != nil {
-			e.log.Error("unbind the patterns of a removed queue", "queue", spec.Queue, "err", err)
-		}
+// unbind removes every binding of a task's queue.
+func (e *Engine) unbind(spec tasks.Spec) {
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	q := broker.Queue{Name: spec.Queue, Durable: spec.Persistent}
+	if err := e.cfg.Broker.Declare(ctx, q); err != nil {
+		e.log.Error("unbind the patterns of a removed queue", "queue", spec.Queue, "err", err)
 	}
 }
 
