@@ -23,34 +23,32 @@ func words(s string) []string {
 	return strings.Split(s, ".")
 }
 
+// match is glob matching over words, '#' the star and '*' the single
+// wildcard: on a mismatch it goes back only to the last '#', letting it
+// take one word more. Earlier '#'s never need revisiting, so the time is
+// O(len(p) × len(w)), not exponential in the '#'s.
 func match(p, w []string) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case "#":
-			for len(p) > 1 && p[1] == "#" {
-				p = p[1:]
-			}
-			if len(p) == 1 {
-				return true
-			}
-			for i := 0; i <= len(w); i++ {
-				if match(p[1:], w[i:]) {
-					return true
-				}
-			}
-			return false
-		case "*":
-			if len(w) == 0 {
-				return false
-			}
+	pi, wi := 0, 0
+	star, mark := -1, 0 // the last '#' seen, and the word it stopped before
+	for wi < len(w) {
+		switch {
+		case pi < len(p) && p[pi] == "#":
+			star, mark = pi, wi
+			pi++
+		case pi < len(p) && (p[pi] == "*" || p[pi] == w[wi]):
+			pi++
+			wi++
+		case star >= 0:
+			mark++
+			pi, wi = star+1, mark
 		default:
-			if len(w) == 0 || w[0] != p[0] {
-				return false
-			}
+			return false
 		}
-		p, w = p[1:], w[1:]
 	}
-	return len(w) == 0
+	for pi < len(p) && p[pi] == "#" {
+		pi++
+	}
+	return pi == len(p)
 }
 
 // ValidatePattern reports a binding pattern that is legal AMQP but almost

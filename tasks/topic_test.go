@@ -99,11 +99,67 @@ func TestMatchOwnCases(t *testing.T) {
 		{"image.uploaded.#", "image.uploaded.png", true},
 		{"image.*.changed", "image.avatar.changed", true},
 		{"image.*.changed", "image.changed", false},
-		{strings.Repeat("#.", 40) + "x", strings.Repeat("y.", 40) + "z", false}, // no blow-up
+		{strings.Repeat("#.", 40) + "x", strings.Repeat("y.", 40) + "z", false},      // no blow-up
+		{strings.Repeat("#.a.", 12) + "#.b", strings.Repeat("a.", 120) + "a", false}, // nor here
+		{"#.*", "", false},
+		{"#.*", "a", true},
+		{"*.#.*", "a", false},
+		{"*.#.*", "a.b", true},
 	}
 	for _, c := range cases {
 		if got := Match(c.pattern, c.key); got != c.want {
 			t.Errorf("Match(%q, %q) = %v, want %v", c.pattern, c.key, got, c.want)
+		}
+	}
+}
+
+// matchSpec is the definition of a topic match, recursive and slow:
+// match must agree with it everywhere.
+func matchSpec(p, w []string) bool {
+	if len(p) == 0 {
+		return len(w) == 0
+	}
+	switch p[0] {
+	case "#":
+		for i := 0; i <= len(w); i++ {
+			if matchSpec(p[1:], w[i:]) {
+				return true
+			}
+		}
+		return false
+	case "*":
+		return len(w) > 0 && matchSpec(p[1:], w[1:])
+	}
+	return len(w) > 0 && w[0] == p[0] && matchSpec(p[1:], w[1:])
+}
+
+// Every pattern and key of up to five words over a small alphabet.
+func TestMatchAgreesWithItsDefinition(t *testing.T) {
+	t.Parallel()
+	// all is every sequence of up to n words from alphabet.
+	all := func(n int, alphabet []string) [][]string {
+		out, last := [][]string{nil}, [][]string{nil}
+		for range n {
+			var next [][]string
+			for _, seq := range last {
+				for _, a := range alphabet {
+					next = append(next, append(slices.Clone(seq), a))
+				}
+			}
+			out, last = append(out, next...), next
+		}
+		return out
+	}
+	patterns := all(5, []string{"a", "b", "*", "#"})
+	keys := all(5, []string{"a", "b", ""})
+	if len(patterns) != 1365 || len(keys) != 364 {
+		t.Fatalf("%d patterns and %d keys", len(patterns), len(keys))
+	}
+	for _, p := range patterns {
+		for _, k := range keys {
+			if got, want := match(p, k), matchSpec(p, k); got != want {
+				t.Fatalf("match(%q, %q) = %v, want %v", p, k, got, want)
+			}
 		}
 	}
 }
