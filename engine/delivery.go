@@ -65,9 +65,7 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 		}
 	}
 	r.settle(msg, d, out)
-	h := handled{delivery: d, outcome: out, took: time.Since(start)}
-	r.logOutcome(h)
-	return h
+	return handled{delivery: d, outcome: out, took: time.Since(start)}
 }
 
 // call runs the handler; a panic in it fails the run instead of the
@@ -147,17 +145,33 @@ func (r *runner) settle(msg *message.Message, d *tasks.Delivery, out tasks.Outco
 	}
 }
 
+// logOutcome logs what became of a message, once it is counted: whoever
+// sees the line sees the metrics that include it. An ack is logged at
+// debug level, and nothing is built for a line that would not be written.
 func (r *runner) logOutcome(h handled) {
-	d, out := h.delivery, h.outcome
-	attrs := []any{"message_id", d.MessageID, "routing_key", d.RoutingKey, "attempt", d.Attempt, "took", h.took.String()}
+	out := h.outcome
+	var (
+		level slog.Level
+		msg   string
+		more  []any
+	)
 	switch out.Action {
 	case tasks.Release:
-		r.log.Info("message returned to the queue", append(attrs, "reason", out.Reason)...)
+		level, msg, more = slog.LevelInfo, "message returned to the queue", []any{"reason", out.Reason}
 	case tasks.Ack:
-		r.log.Debug("message acked", attrs...)
+		level, msg = slog.LevelDebug, "message acked"
 	case tasks.Retry:
-		r.log.Warn("message will be retried", append(attrs, "reason", out.Reason, "delay", out.Delay.String())...)
+		level, msg, more = slog.LevelWarn, "message will be retried", []any{"reason", out.Reason, "delay", out.Delay.String()}
 	case tasks.Dead:
-		r.log.Error("message dead-lettered", append(attrs, "reason", out.Reason, "error", out.Error)...)
+		level, msg, more = slog.LevelError, "message dead-lettered", []any{"reason", out.Reason, "error", out.Error}
+	default:
+		return
 	}
+	ctx := context.Background()
+	if !r.log.Enabled(ctx, level) {
+		return
+	}
+	d := h.delivery
+	attrs := append([]any{"message_id", d.MessageID, "routing_key", d.RoutingKey, "attempt", d.Attempt, "took", h.took.String()}, more...)
+	r.log.Log(ctx, level, msg, attrs...)
 }

@@ -280,6 +280,7 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 		h := run.handle(hard, msg)
 		report(event{Event: "done", MessageID: h.delivery.MessageID, Action: h.outcome.Action.String(),
 			Reason: h.outcome.Reason, Error: h.outcome.Error, Took: h.took.Seconds(), TimedOut: h.outcome.TimedOut})
+		run.logOutcome(h)
 		if cfg.Oneshot {
 			if h.outcome.Action != tasks.Ack {
 				result = ErrDeclined

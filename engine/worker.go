@@ -46,7 +46,9 @@ func (w *threadWorker) work(ctx, hard context.Context) error {
 			continue
 		}
 		w.working.Store(true)
-		p.observe(p.run.handle(hard, msg))
+		h := p.run.handle(hard, msg)
+		p.observe(h)
+		p.run.logOutcome(h)
 		w.lastActive.Store(time.Now().UnixNano())
 		w.working.Store(false)
 	}
