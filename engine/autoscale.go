@@ -162,7 +162,7 @@ func (t *throttle) delay() time.Duration {
 }
 
 // allows reports whether a worker may start at now.
-func (t *throttle) allows(now time.Time) bool { return t.delay() < now.Sub(t.lastStart) }
+func (t *throttle) allows(now time.Time) bool { return now.Sub(t.lastStart) >= t.delay() }
 
 func (t *throttle) started(now time.Time) { t.lastStart = now }
 
