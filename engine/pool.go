@@ -150,13 +150,16 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 	return p
 }
 
+// consumeOptions are how a task's workers subscribe, in the daemon or in a
+// worker process.
+func consumeOptions(spec tasks.Spec) broker.ConsumeOptions {
+	return broker.ConsumeOptions{Prefetch: spec.EffectivePrefetch(), AutoAck: !spec.Acknowledge}
+}
+
 // open makes the pool's subscriber.
 func (p *pool) open() error {
 	spec := p.task.Spec
-	sub, err := p.eng.cfg.Broker.Subscriber(broker.ConsumeOptions{
-		Prefetch: spec.EffectivePrefetch(),
-		AutoAck:  !spec.Acknowledge,
-	})
+	sub, err := p.eng.cfg.Broker.Subscriber(consumeOptions(spec))
 	if err != nil {
 		return fmt.Errorf("subscribe to queue %s of task %s: %w", spec.Queue, spec.Name, err)
 	}
@@ -377,8 +380,7 @@ func (p *pool) start(intake, hard context.Context, reason string) {
 		}
 		w = pw
 	} else {
-		tw := &threadWorker{id: id, pool: p, cancel: cancel}
-		tw.lastActive.Store(time.Now().UnixNano())
+		tw := &threadWorker{activity: newActivity(), pool: p, cancel: cancel}
 		w = tw
 		go func() {
 			err := tw.work(ctx, hard)

@@ -51,16 +51,12 @@ const ExitDeclined = 4
 
 // processWorker is a worker that is a child process.
 type processWorker struct {
-	id         int
-	pool       *pool
-	cmd        *exec.Cmd
-	working    atomic.Bool
-	lastActive atomic.Int64 // unix nanoseconds
-	termed     atomic.Int32
-	killed     atomic.Bool // for going over max_memory
+	*activity
+	pool   *pool
+	cmd    *exec.Cmd
+	termed atomic.Bool // asked to stop
+	killed atomic.Bool // for going over max_memory
 }
-
-func (w *processWorker) busy() bool { return w.working.Load() }
 
 // rss is the process's resident memory in bytes, from /proc.
 func (w *processWorker) rss() (int64, error) {
@@ -77,13 +73,6 @@ func (w *processWorker) rss() (int64, error) {
 	return 0, errors.New("no VmRSS in /proc status")
 }
 
-func (w *processWorker) idle(now time.Time) time.Duration {
-	if w.busy() {
-		return 0
-	}
-	return now.Sub(time.Unix(0, w.lastActive.Load()))
-}
-
 // stop asks the process to stop gracefully.
 func (w *processWorker) stop() { w.signal(syscall.SIGTERM) }
 
@@ -93,7 +82,7 @@ func (w *processWorker) stop() { w.signal(syscall.SIGTERM) }
 func (w *processWorker) force() { w.signal(syscall.SIGINT) }
 
 func (w *processWorker) signal(sig syscall.Signal) {
-	w.termed.Add(1)
+	w.termed.Store(true)
 	if w.cmd.Process != nil {
 		_ = w.cmd.Process.Signal(sig)
 	}
@@ -126,8 +115,7 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		return nil, fmt.Errorf("start worker process: %w", err)
 	}
 	write.Close()
-	w := &processWorker{id: id, pool: p, cmd: cmd}
-	w.lastActive.Store(time.Now().UnixNano())
+	w := &processWorker{activity: newActivity(), pool: p, cmd: cmd}
 	log := p.log.With("worker", id, "pid", cmd.Process.Pid)
 	log.Debug("worker process started")
 	read := make(chan struct{})
@@ -165,7 +153,7 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		if w.killed.Load() {
 			err = fmt.Errorf("worker process killed: its memory went over max_memory (%d bytes)", spec.MaxMemory)
 		} else {
-			err = exitError(err, w.termed.Load() > 0)
+			err = exitError(err, w.termed.Load())
 		}
 		p.exits <- exit{id: id, err: err}
 	}()
@@ -185,15 +173,14 @@ func (w *processWorker) read(r io.Reader, log *slog.Logger) {
 		case "ready":
 			w.pool.workerSubscribed()
 		case "start":
-			w.working.Store(true)
+			w.begin()
 		case "done":
 			w.pool.observe(handled{
 				delivery: &tasks.Delivery{MessageID: ev.MessageID},
 				outcome:  tasks.Outcome{Action: parseAction(ev.Action), Reason: ev.Reason, Error: ev.Error, TimedOut: ev.TimedOut},
 				took:     time.Duration(ev.Took * float64(time.Second)),
 			})
-			w.lastActive.Store(time.Now().UnixNano())
-			w.working.Store(false)
+			w.end()
 		}
 	}
 }
@@ -245,7 +232,7 @@ type WorkerConfig struct {
 func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 	spec := cfg.Task.Spec
 	log := cfg.Logger.With("task", spec.Name)
-	sub, err := cfg.Broker.Subscriber(broker.ConsumeOptions{Prefetch: spec.EffectivePrefetch(), AutoAck: !spec.Acknowledge})
+	sub, err := cfg.Broker.Subscriber(consumeOptions(spec))
 	if err != nil {
 		return fmt.Errorf("subscribe to queue %s: %w", spec.Queue, err)
 	}

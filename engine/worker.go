@@ -7,25 +7,44 @@ import (
 	"time"
 )
 
-// threadWorker is a worker in the daemon's own process: one subscription
-// whose messages it handles one at a time.
-type threadWorker struct {
-	id         int
-	pool       *pool
-	cancel     context.CancelFunc
+// activity is whether a worker handles a message now, and since when it
+// has not: what the pool's scaling decisions read of every worker.
+type activity struct {
 	working    atomic.Bool
 	lastActive atomic.Int64 // unix nanoseconds
 }
 
-func (w *threadWorker) stop()      { w.cancel() }
-func (w *threadWorker) busy() bool { return w.working.Load() }
+func newActivity() *activity {
+	a := &activity{}
+	a.lastActive.Store(time.Now().UnixNano())
+	return a
+}
 
-func (w *threadWorker) idle(now time.Time) time.Duration {
-	if w.busy() {
+func (a *activity) begin() { a.working.Store(true) }
+
+func (a *activity) end() {
+	a.lastActive.Store(time.Now().UnixNano())
+	a.working.Store(false)
+}
+
+func (a *activity) busy() bool { return a.working.Load() }
+
+func (a *activity) idle(now time.Time) time.Duration {
+	if a.busy() {
 		return 0
 	}
-	return now.Sub(time.Unix(0, w.lastActive.Load()))
+	return now.Sub(time.Unix(0, a.lastActive.Load()))
 }
+
+// threadWorker is a worker in the daemon's own process: one subscription
+// whose messages it handles one at a time.
+type threadWorker struct {
+	*activity
+	pool   *pool
+	cancel context.CancelFunc
+}
+
+func (w *threadWorker) stop() { w.cancel() }
 
 // work subscribes and handles messages until ctx stops it (nil) or the
 // subscription fails (an error: the pool replaces the worker through its
@@ -45,12 +64,11 @@ func (w *threadWorker) work(ctx, hard context.Context) error {
 			msg.Nack()
 			continue
 		}
-		w.working.Store(true)
+		w.begin()
 		h := p.run.handle(hard, msg)
 		p.observe(h)
 		p.run.logOutcome(h)
-		w.lastActive.Store(time.Now().UnixNano())
-		w.working.Store(false)
+		w.end()
 	}
 	if ctx.Err() == nil {
 		return errSubscriptionEnded
