@@ -100,10 +100,13 @@ type pool struct {
 	mu   sync.Mutex
 	view poolView
 
-	// The task's series, looked up once rather than per message.
-	outcomes [3]prometheus.Counter // by tasks.Action: Ack, Retry, Dead
-	duration prometheus.Observer
-	timeouts prometheus.Counter
+	// The task's series, looked up once rather than per message or tick.
+	outcomes       [3]prometheus.Counter // by tasks.Action: Ack, Retry, Dead
+	duration       prometheus.Observer
+	timeouts       prometheus.Counter
+	depthGauge     prometheus.Gauge
+	sizeGauge      prometheus.Gauge
+	restartCounter prometheus.Counter
 }
 
 // poolView is what status shows of a pool.
@@ -139,6 +142,9 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 	}
 	p.duration = m.duration.WithLabelValues(spec.Name)
 	p.timeouts = m.timeouts.WithLabelValues(spec.Name)
+	p.depthGauge = m.depth.WithLabelValues(spec.Name)
+	p.sizeGauge = m.workers.WithLabelValues(spec.Name)
+	p.restartCounter = m.restarts.WithLabelValues(spec.Name)
 	switch spec.WorkModel {
 	case tasks.Oneshot:
 		p.scaler = fill{}
@@ -336,7 +342,7 @@ func (p *pool) sample(ctx context.Context, now time.Time) int64 {
 		return p.depthNow()
 	}
 	p.samples.add(tasks.Sample{At: now, Ready: depth})
-	p.eng.metrics.depth.WithLabelValues(spec.Name).Set(float64(depth))
+	p.depthGauge.Set(float64(depth))
 	return int64(depth)
 }
 
@@ -393,9 +399,9 @@ func (p *pool) start(intake, hard context.Context, reason string) {
 	p.throttle.started(now)
 	if p.restarts > 0 {
 		p.restarts--
-		p.eng.metrics.restarts.WithLabelValues(p.task.Spec.Name).Inc()
+		p.restartCounter.Inc()
 	}
-	p.eng.metrics.workers.WithLabelValues(p.task.Spec.Name).Inc()
+	p.sizeGauge.Inc()
 	p.mu.Lock()
 	p.view.LastStart = &Happening{At: now.UTC(), Reason: reason}
 	p.mu.Unlock()
@@ -435,7 +441,7 @@ func (p *pool) reap(ex exit) {
 	delete(p.stopping, ex.id)
 	failed := ex.err != nil
 	p.throttle.exited(failed)
-	p.eng.metrics.workers.WithLabelValues(p.task.Spec.Name).Dec()
+	p.sizeGauge.Dec()
 	reason := "stopped"
 	switch {
 	case failed:
