@@ -28,7 +28,7 @@ func TestTrendMatchesTheRubyDaemon(t *testing.T) {
 	}{
 		{[]int{1, 2, 2, 3, 3, 3, 4}, 6.708},
 		{[]int{4, 3, 3, 2, 2, 2, 1}, -6.708},
-		{[]int{1, 2, 222, 3, 2, 3, 2}, -0.456},
+		{[]int{1, 2, 222, 3, 2, 3, 2}, -0.456}, // a spike is not a rising backlog
 		{[]int{4, 3, 3, 2, 2, 2, 1, 1, 0, 0}, -12.57},
 		{[]int{4, 4, 4, 5}, 1.73},
 	}
@@ -36,10 +36,6 @@ func TestTrendMatchesTheRubyDaemon(t *testing.T) {
 		if got := trend(samples(c.values...)); math.Abs(got-c.want) > 0.005 {
 			t.Errorf("trend(%v) = %.3f, want %.3f", c.values, got, c.want)
 		}
-	}
-	// A spike is not a rising backlog; a steady climb is.
-	if tr := trend(samples(1, 2, 222, 3, 2, 3, 2)); tr > 3 {
-		t.Errorf("a spike counts as rising: %.3f", tr)
 	}
 }
 

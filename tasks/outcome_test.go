@@ -43,7 +43,7 @@ func TestDecide(t *testing.T) {
 			Outcome{Action: Dead, Reason: ReasonError, Error: "Traceback...\nfail: boom"}},
 		{"a failure without backtrace keeps its text", spec, 1, Result{Verdict: Failed, Err: boom}, nil,
 			Outcome{Action: Dead, Reason: ReasonError, Error: "fail: boom"}},
-		{"a failure is not retried even on attempt 1", spec, 1, Result{Verdict: Failed, Err: boom}, nil,
+		{"a failure on the last attempt is an error, not max-attempts", spec, 5, Result{Verdict: Failed, Err: boom}, nil,
 			Outcome{Action: Dead, Reason: ReasonError, Error: "fail: boom"}},
 		{"a payload that does not decode", spec, 1, Result{Verdict: Failed, Err: fmt.Errorf("application/json: %w", ErrDecode)}, nil,
 			Outcome{Action: Dead, Reason: ReasonDecode, Error: "application/json: payload does not decode"}},
