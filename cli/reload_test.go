@@ -78,10 +78,12 @@ func TestEditingATaskFileReloads(t *testing.T) {
 	env.MustRun("", "publish", "a.x", `{"id": 1}`)
 	d.WaitFor("handled", map[string]string{"version": "a2", "id": "1"})
 
-	// A save that changes nothing does nothing.
+	// A save that changes nothing, then a library edit within the
+	// debounce: one reload, which restarts every task that loads the
+	// library and no other. (That an unchanged save alone triggers nothing
+	// is TestWatcherIgnoresSavesThatChangeNothing.)
 	reloads := d.Count("reloaded", nil)
 	os.WriteFile(filepath.Join(dir, "a.star"), []byte(versioned("a", "a2")), 0o644)
-	// A library edit restarts every task that loads it, and no other.
 	os.WriteFile(filepath.Join(dir, "lib", "util.star"),
 		[]byte("def ok(payload, meta):\n    log.info(\"lib\", version = \"l2\", task = meta.task)\n    return True\n"), 0o644)
 	ev := d.WaitForNth(reloads+1, "reloaded", nil)
