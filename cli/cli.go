@@ -66,8 +66,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			workerCommand(),
 		},
 	}
+	app.Action = unknownCommand(cli.ShowAppHelp, app.Commands)
 	for _, c := range app.Commands {
 		markUsageErrors(c)
+		if len(c.Subcommands) > 0 {
+			c.Action = unknownCommand(cli.ShowSubcommandHelp, c.Subcommands)
+		}
 	}
 	err := app.Run(args)
 	if err == nil {
@@ -92,6 +96,26 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Run 'symphony --help' or 'symphony COMMAND --help' for usage.")
 	}
 	return code
+}
+
+// unknownCommand is the action of the app and of a command with
+// subcommands: with no argument, or "help", their help; otherwise a usage
+// error naming the unknown command (cli's own answer exits 3, the code of
+// an unroutable publish).
+func unknownCommand(help cli.ActionFunc, commands []*cli.Command) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		name := c.Args().First()
+		if name == "" || name == "help" {
+			return help(c)
+		}
+		msg := fmt.Sprintf("no command %q", name)
+		if cli.SuggestCommand != nil {
+			if s := cli.SuggestCommand(commands, name); s != "" {
+				msg += ". " + s
+			}
+		}
+		return usagef("%s", msg)
+	}
 }
 
 // markUsageErrors makes flag-parsing errors of c and its subcommands exit

@@ -178,9 +178,16 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"run", "--log-format", "xml", "."},
 		{"run", "--shutdown-timeout", "soon", "."},
 		{"version", "extra"},
+		{"bogus"},
+		{"dead", "bogus"},
 	} {
 		if r := env.Run("", args...); r.Code != 2 {
 			t.Errorf("symphony %s: exit %d, want 2; stderr %q", strings.Join(args, " "), r.Code, r.Stderr)
+		}
+	}
+	for _, args := range [][]string{{}, {"help"}, {"dead"}, {"dead", "help"}} {
+		if r := env.Run("", args...); r.Code != 0 || !strings.Contains(r.Stdout, "USAGE") {
+			t.Errorf("symphony %s: exit %d, stdout %q; want its help", strings.Join(args, " "), r.Code, r.Stdout)
 		}
 	}
 }
