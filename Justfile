@@ -11,7 +11,7 @@ run:
 
 # the test command of the README and of CI
 test:
-    go test -race ./...
+    go test -race -timeout 30m ./...
 
 # what CI runs: brokers up, gofmt, vet, tests
 ci:

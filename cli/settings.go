@@ -185,7 +185,8 @@ func configRoots(c *cli.Context) []string {
 	return nil
 }
 
-// tasksFlag names the tasks root whose symphony.star publish and dead read.
+// tasksFlag names the tasks root whose symphony.star publish, dead and
+// status read.
 func tasksFlag() cli.Flag {
 	return &cli.StringFlag{Name: "tasks", EnvVars: []string{"SYMPHONY_TASKS"},
 		Usage: "tasks root whose symphony.star to read (default: the working directory's, if any)"}
