@@ -15,35 +15,52 @@ import (
 // clockTick is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
 const clockTick = 10 * time.Millisecond
 
-// procCPU is the user and system time PID has used so far (0 for self),
-// all its threads included; 0 when it cannot be read.
-func procCPU(pid int) time.Duration {
+// statFields are the fields of /proc/PID/stat (pid 0: this process) after
+// the command name, so that field 3 (state) is [0]; nil when it cannot be
+// read. The name, field 2, is in parentheses and may hold spaces.
+func statFields(pid int) []string {
 	name := "self"
 	if pid != 0 {
 		name = strconv.Itoa(pid)
 	}
 	b, err := os.ReadFile(filepath.Join("/proc", name, "stat"))
 	if err != nil {
-		return 0
+		return nil
 	}
-	// The command name, field 2, is in parentheses and may hold spaces.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(u+st) * clockTick
+	return strings.Fields(s[i+1:])
 }
+
+// ticks sums fields of /proc/PID/stat numbered as in proc(5) as CPU time;
+// 0 when one cannot be read.
+func ticks(pid int, fields ...int) time.Duration {
+	f := statFields(pid)
+	var sum int64
+	for _, k := range fields {
+		if k-3 >= len(f) {
+			return 0
+		}
+		v, err := strconv.ParseInt(f[k-3], 10, 64)
+		if err != nil {
+			return 0
+		}
+		sum += v
+	}
+	return time.Duration(sum) * clockTick
+}
+
+// procCPU is the user and system time PID has used so far (0 for self),
+// all its threads included (utime and stime); 0 when it cannot be read.
+func procCPU(pid int) time.Duration { return ticks(pid, 14, 15) }
+
+// procCPUTree is pid's CPU time with that of its children it has waited
+// for (cutime and cstime): for a daemon that reaps its worker processes,
+// its own CPU and theirs.
+func procCPUTree(pid int) time.Duration { return ticks(pid, 14, 15, 16, 17) }
 
 // rabbitPID is the process of the local RabbitMQ node (the Erlang VM
 // started with `-s rabbit boot`; rabbitmqctl runs in a beam.smp of its

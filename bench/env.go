@@ -160,6 +160,16 @@ type machine struct {
 
 // sourceNote says which uncommitted changes of symphony were built, for a
 // section's first line: empty when there were none outside bench/.
+// header is the opening of every README section: when, where and on what
+// the figures were measured; extra names what else ran there ("databases
+// on ...", RabbitMQ's version).
+func (m machine) header(extra, loadBefore, loadAfter string) string {
+	return fmt.Sprintf("Measured %s on %d cores (`runtime.NumCPU`), %s, %s %s, kernel %s; %s; symphony built from `%s` (`git describe --dirty`)%s.\n",
+		m.Date.Format("2006-01-02 15:04 UTC"), m.Cores, m.CPU, m.GoVersion, m.OS, m.Kernel, extra, m.Source, m.sourceNote()) +
+		fmt.Sprintf("Load average (1, 5, 15 min) %s before, %s after: the machine is shared, and other work on it skews every figure.\n",
+			loadBefore, loadAfter)
+}
+
 func (m machine) sourceNote() string {
 	if len(m.Changed) == 0 {
 		return " (no uncommitted change outside bench/)"

@@ -117,16 +117,7 @@ func (d *daemon) pid() int { return d.proc.cmd.Process.Pid }
 
 // ppid is the parent of pid, from /proc/PID/stat; 0 when it is gone.
 func ppid(pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
+	f := statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
@@ -170,13 +161,8 @@ func descendants(pid int) []int {
 
 // alive reports whether pid exists and is not a zombie.
 func alive(pid int) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+	f := statFields(pid)
+	return len(f) > 0 && f[0] != "Z"
 }
 
 // cmdline is the command line of pid, arguments separated by spaces.
@@ -233,34 +219,6 @@ func kBField(path, name string) (int64, error) {
 
 // mib writes bytes in MiB.
 func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
-
-// procCPUTree is pid's CPU time with that of its children it has waited
-// for (cutime and cstime of /proc/PID/stat): for a daemon that reaps its
-// worker processes, its own CPU and theirs.
-func procCPUTree(pid int) time.Duration {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 15 {
-		return 0
-	}
-	var sum int64
-	for _, k := range []int{11, 12, 13, 14} { // fields 14-17: utime stime cutime cstime
-		v, err := strconv.ParseInt(f[k], 10, 64)
-		if err != nil {
-			return 0
-		}
-		sum += v
-	}
-	return time.Duration(sum) * clockTick
-}
 
 // logEvent is one line of the daemon's JSON log.
 type logEvent struct {

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -132,69 +131,19 @@ func declareTopology(url, exchange, queue, pattern string) error {
 // also the batch `symphony publish --file` sends.
 const preloadWindow = 1000
 
-// preload publishes n JSON messages to exchange with key, persistent,
-// each confirmed by the broker, with the mandatory flag (a message routed
-// nowhere is an error), then checks that queue holds n ready messages.
-// Nothing consumes meanwhile. It returns the time the publishing took.
-func preload(ctx context.Context, url, exchange, key, queue string, n int) (time.Duration, error) {
-	conn, err := amqp.Dial(url)
+// preload publishes n JSON messages to the exchange with key through an
+// AMQP feeder (persistent, confirmed, mandatory: a message routed nowhere
+// is an error), then checks that queue holds n ready messages. Nothing
+// consumes meanwhile. It returns the time the publishing took.
+func preload(url, key, queue string, n int) (time.Duration, error) {
+	f, err := openAMQPFeeder(url, key)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
+	took, err := preloadFeeder(f, n)
+	f.close()
 	if err != nil {
 		return 0, err
-	}
-	if err := ch.Confirm(false); err != nil {
-		return 0, fmt.Errorf("confirm mode: %w", err)
-	}
-	// Returns are drained as they come: amqp091-go blocks the connection
-	// on a notification channel nobody reads.
-	var returned atomic.Int64
-	returns := ch.NotifyReturn(make(chan amqp.Return, 16))
-	go func() {
-		for range returns {
-			returned.Add(1)
-		}
-	}()
-	start := time.Now()
-	pending := make([]*amqp.DeferredConfirmation, 0, preloadWindow)
-	wait := func() error {
-		for _, c := range pending {
-			ok, err := c.WaitContext(ctx)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("the broker nacked message %d", c.DeliveryTag)
-			}
-		}
-		pending = pending[:0]
-		return nil
-	}
-	for i := range n {
-		c, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, amqp.Publishing{
-			ContentType:  "application/json",
-			DeliveryMode: amqp.Persistent,
-			MessageId:    fmt.Sprintf("bench-%d", i),
-			Body:         fmt.Appendf(nil, payloadFormat, i),
-		})
-		if err != nil {
-			return 0, fmt.Errorf("publish: %w", err)
-		}
-		if pending = append(pending, c); len(pending) == preloadWindow {
-			if err := wait(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if err := wait(); err != nil {
-		return 0, err
-	}
-	took := time.Since(start)
-	if k := returned.Load(); k > 0 {
-		return 0, fmt.Errorf("%d messages to %s were returned: no queue is bound to the key", k, key)
 	}
 	if q, err := inspect(url, queue); err != nil {
 		return 0, err

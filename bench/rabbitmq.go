@@ -230,7 +230,7 @@ func (e *env) drainRabbit(ctx context.Context, c rabbitConfig, v *vhost, binary,
 		if err := checkTaskStatus(status, c.consumers, o.prefetch); err != nil {
 			return r, err
 		}
-		if r.preload, err = preload(ctx, v.url, rabbitExchange, rabbitKey, rabbitQueue, o.n); err != nil {
+		if r.preload, err = preload(v.url, rabbitKey, rabbitQueue, o.n); err != nil {
 			return r, err
 		}
 		dr, d, err := drainWithDaemon(ctx, s, tasksDir, func(d *daemon) ackCounter { return d.metricsCounter("bench") }, brokerPID)
@@ -255,7 +255,7 @@ func (e *env) drainRabbit(ctx context.Context, c rabbitConfig, v *vhost, binary,
 		}
 	}
 	var err error
-	if r.preload, err = preload(ctx, v.url, rabbitExchange, rabbitKey, rabbitQueue, o.n); err != nil {
+	if r.preload, err = preload(v.url, rabbitKey, rabbitQueue, o.n); err != nil {
 		return r, err
 	}
 	stop, err := profileInProcess(profile)
@@ -283,15 +283,7 @@ const defaultPrefetch = 10
 // checkTaskStatus checks in the /status of the first daemon that the task
 // runs the workers and prefetch it is compared with.
 func checkTaskStatus(status []byte, workers, prefetch int) error {
-	var st struct {
-		Tasks []struct {
-			Name     string `json:"name"`
-			Prefetch int    `json:"prefetch"`
-			Workers  struct {
-				Max int `json:"max"`
-			} `json:"workers"`
-		} `json:"tasks"`
-	}
+	var st daemonStatus
 	if err := json.Unmarshal(status, &st); err != nil {
 		return fmt.Errorf("read /status: %v", err)
 	}
@@ -421,11 +413,7 @@ func (r *rabbitReport) text() string {
 
 func (r *rabbitReport) markdown() string {
 	var b strings.Builder
-	m := r.machine
-	fmt.Fprintf(&b, "Measured %s on %d cores (`runtime.NumCPU`), %s, %s %s, kernel %s; RabbitMQ %s on the same machine; symphony built from `%s` (`git describe --dirty`).\n",
-		m.Date.Format("2006-01-02 15:04 UTC"), m.Cores, m.CPU, m.GoVersion, m.OS, m.Kernel, r.rabbitVersion, m.Source)
-	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s before, %s after: the machine is shared, and other work on it skews every figure.\n",
-		r.loadBefore, r.loadAfter)
+	b.WriteString(r.machine.header("RabbitMQ "+r.rabbitVersion+" on the same machine", r.loadBefore, r.loadAfter))
 	fmt.Fprintf(&b, "N = %d messages, W = %d consumers (workers, channels, handlers), prefetch %d, %d runs; rates are the median and, in brackets, the lowest and highest run; ratios are of the medians; CPU times (from ready to the end of the drain, per message) are medians over the runs. The preload (plain publisher, confirms, persistent) ran at %s msgs/s.\n\n",
 		r.n, r.workers, r.prefetch, r.runs, r.preloadCell())
 	b.WriteString(table(rabbitHeader, r.rows(), true))

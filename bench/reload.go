@@ -423,21 +423,34 @@ func startReloadDaemon(ctx context.Context, binary, dir, url, body string, worke
 	return r, nil
 }
 
-// start starts the daemon and waits until it is ready.
-func (r *reloadDaemon) start(ctx context.Context) (time.Time, error) {
+// start starts the daemon and waits until it is ready; stop ends it. A
+// daemon that fails to start is stopped before start returns, so that it
+// does not hold the cores through the benchmarks after.
+func (r *reloadDaemon) start(ctx context.Context) (err error) {
 	d, err := startDaemon(ctx, r.s, r.v.dir, "reload", "")
 	if err != nil {
-		return time.Time{}, err
+		return err
 	}
 	r.daemon = d
+	defer func() {
+		if err != nil {
+			r.stop()
+		}
+	}()
 	if r.fl, err = follow(d.log); err != nil {
-		return time.Time{}, err
+		return err
 	}
-	ready, err := d.waitReady(ctx)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%w\n%s", err, d.logTail())
+	if _, err := d.waitReady(ctx); err != nil {
+		return fmt.Errorf("%w\n%s", err, d.logTail())
 	}
-	return ready, nil
+	return nil
+}
+
+func (r *reloadDaemon) stop() {
+	r.proc.kill()
+	if r.fl != nil {
+		r.fl.close()
+	}
 }
 
 // poll reads what the daemon logged since the last poll.
@@ -599,11 +612,10 @@ func runLatency(ctx context.Context, e *env, binary, dir, url string, ls *latenc
 	if err != nil {
 		return err
 	}
-	if _, err := r.start(ctx); err != nil {
+	if err := r.start(ctx); err != nil {
 		return err
 	}
-	defer r.proc.kill()
-	defer r.fl.close()
+	defer r.stop()
 	f, err := r.openFeeder(ctx)
 	if err != nil {
 		return err
@@ -689,11 +701,10 @@ func runDip(ctx context.Context, e *env, binary, dir, url string, c dipConfig, d
 	if err != nil {
 		return err
 	}
-	if _, err := r.start(ctx); err != nil {
+	if err := r.start(ctx); err != nil {
 		return err
 	}
-	defer r.proc.kill()
-	defer r.fl.close()
+	defer r.stop()
 	if err := r.until(ctx, 30*time.Second, "first message handled", func() bool { return r.tally.handled > 0 }); err != nil {
 		return err
 	}
@@ -967,15 +978,11 @@ func (r *reloadReport) text() string {
 
 func (r *reloadReport) markdown() string {
 	var b strings.Builder
-	m := r.machine
 	rabbit := "RabbitMQ not measured: " + r.rabbitSkipped
 	if r.rabbitSkipped == "" {
 		rabbit = "RabbitMQ " + r.rabbitVersion + " on the same machine"
 	}
-	fmt.Fprintf(&b, "Measured %s on %d cores (`runtime.NumCPU`), %s, %s %s, kernel %s; databases on %s; %s; symphony built from `%s` (`git describe --dirty`)%s.\n",
-		m.Date.Format("2006-01-02 15:04 UTC"), m.Cores, m.CPU, m.GoVersion, m.OS, m.Kernel, m.FS, rabbit, m.Source, m.sourceNote())
-	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s before, %s after: the machine is shared, and other work on it skews every figure.\n",
-		r.loadBefore, r.loadAfter)
+	b.WriteString(r.machine.header("databases on "+r.machine.FS+"; "+rabbit, r.loadBefore, r.loadAfter))
 	fmt.Fprintf(&b, "W = %d workers (min_workers = max_workers), prefetch 10 (the default).\n\n", r.workers)
 	fmt.Fprintf(&b, "**Latency**: %d edits, one daemon per broker, %.0f msgs/s published throughout:\n\n", r.edits, reloadRate)
 	b.WriteString(table(latencyHeader, r.latencyRows(), true))

@@ -282,11 +282,7 @@ func (r *sqliteReport) text() string {
 
 func (r *sqliteReport) markdown() string {
 	var b strings.Builder
-	m := r.machine
-	fmt.Fprintf(&b, "Measured %s on %d cores (`runtime.NumCPU`), %s, %s %s, kernel %s; databases on %s; symphony built from `%s` (`git describe --dirty`).\n",
-		m.Date.Format("2006-01-02 15:04 UTC"), m.Cores, m.CPU, m.GoVersion, m.OS, m.Kernel, m.FS, m.Source)
-	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s before, %s after: the machine is shared, and other work on it skews every figure.\n",
-		r.loadBefore, r.loadAfter)
+	b.WriteString(r.machine.header("databases on "+r.machine.FS, r.loadBefore, r.loadAfter))
 	fmt.Fprintf(&b, "N = %d messages (jobs), W = %d workers, %d runs; each cell is the median and, in brackets, the lowest and highest run.\n\n",
 		r.n, r.workers, r.runs)
 	b.WriteString(table(sqliteHeader, r.rows(), true))

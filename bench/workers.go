@@ -114,8 +114,9 @@ task(
 `
 
 // oneshotInterval is the smaller --scaling-interval a oneshot row with
-// process isolation is also measured with: a pool replaces a worker
-// process that exited only at its next scaling tick.
+// process isolation is also measured with: a finished worker process is
+// replaced at once, so the interval should not matter (it did when the
+// replacement waited for the next scaling tick).
 const oneshotInterval = 20 * time.Millisecond
 
 // oneshotDefaultN is N for the oneshot drains when -n is not given: a
@@ -895,11 +896,7 @@ func (r *workersReport) text() string {
 
 func (r *workersReport) markdown() string {
 	var b strings.Builder
-	m := r.machine
-	fmt.Fprintf(&b, "Measured %s on %d cores (`runtime.NumCPU`), %s, %s %s, kernel %s; databases on %s; symphony built from `%s` (`git describe --dirty`)%s.\n",
-		m.Date.Format("2006-01-02 15:04 UTC"), m.Cores, m.CPU, m.GoVersion, m.OS, m.Kernel, m.FS, m.Source, m.sourceNote())
-	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s before, %s after: the machine is shared, and other work on it skews every figure.\n",
-		r.loadBefore, r.loadAfter)
+	b.WriteString(r.machine.header("databases on "+r.machine.FS, r.loadBefore, r.loadAfter))
 	fmt.Fprintf(&b, "%d runs of each; cells are the median and, in brackets, the lowest and highest run.\n\n", r.runs)
 	fmt.Fprintf(&b, "**Scaling** (%d to %d workers, `sleep(%g)` per message, `idle_timeout = \"%s\"`, %.0f msgs/s published until the pool is at max_workers):\n\n",
 		scaleMin, scaleMax, scaleSleep.Seconds(), scaleIdle, scaleRate)
