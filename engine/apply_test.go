@@ -2,8 +2,17 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/broker/sqlite"
 	"github.com/symphony-go/symphony/tasks"
 )
 
@@ -49,5 +58,62 @@ func TestApplySwappingQueuesKeepsBothBound(t *testing.T) {
 	for _, key := range []string{"kx", "ky"} {
 		id := r.publish(key, "after the swap", nil)
 		r.events.waitFor(t, 1, "message acked", map[string]string{"message_id": id})
+	}
+}
+
+// subscribersRunOut is the embedded broker, whose subscribers run out
+// after a number of them: a broker failing in the middle of a reload.
+type subscribersRunOut struct {
+	broker.Broker
+	left atomic.Int64
+}
+
+func (b *subscribersRunOut) Subscriber(o broker.ConsumeOptions) (message.Subscriber, error) {
+	if b.left.Add(-1) < 0 {
+		return nil, errors.New("no more subscribers")
+	}
+	return b.Broker.Subscriber(o)
+}
+
+// A reload whose second new pool cannot subscribe fails with every
+// running task as it was: none switched, none added.
+func TestApplyThatFailsChangesNothing(t *testing.T) {
+	t.Parallel()
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "engine.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := &subscribersRunOut{Broker: db}
+	b.left.Store(1 << 20)
+	ok := handlerFunc(func(context.Context, *tasks.Delivery) tasks.Result {
+		return tasks.Result{Verdict: tasks.Succeeded}
+	})
+	a := tasks.Task{Spec: spec("a", "ka"), Handler: ok}
+	e, err := New(Config{Broker: b, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)}, []tasks.Task{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-e.Ready()
+	e.mu.Lock()
+	before := e.current["a"]
+	generation := e.generation
+	e.mu.Unlock()
+
+	changed := tasks.Task{Spec: spec("a", "ka", "kb"), Handler: ok}
+	added := tasks.Task{Spec: spec("c", "kc"), Handler: ok}
+	b.left.Store(1) // the first new pool subscribes, the second cannot
+	if err := e.Apply(context.Background(), []tasks.Task{changed, added}); err == nil {
+		t.Fatal("the reload succeeded")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.current["a"] != before || e.current["c"] != nil || len(e.current) != 1 || e.generation != generation {
+		t.Errorf("after a failed reload: tasks %v, generation %d (was %d), a's pool replaced: %v",
+			e.order, e.generation, generation, e.current["a"] != before)
 	}
 }

@@ -300,17 +300,35 @@ func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
 // launch starts a pool for t and makes it the task's current pool. The
 // caller holds e.mu.
 func (e *Engine) launch(t tasks.Task, generation int) (*pool, error) {
-	name := t.Spec.Name
-	state := e.states[name]
+	p, err := e.prepare(t, generation)
+	if err != nil {
+		return nil, err
+	}
+	e.start(p)
+	return p, nil
+}
+
+// prepare makes a pool for t with its subscriber, touching nothing the
+// engine runs: a reload prepares every pool before it changes anything.
+// The caller holds e.mu.
+func (e *Engine) prepare(t tasks.Task, generation int) (*pool, error) {
+	state := e.states[t.Spec.Name]
 	if state == nil {
 		state = &taskState{}
-		e.states[name] = state
 	}
 	p := newPool(e, t, state)
 	p.generation = generation
 	if err := p.open(); err != nil {
 		return nil, err
 	}
+	return p, nil
+}
+
+// start runs a prepared pool as its task's current pool. The caller holds
+// e.mu.
+func (e *Engine) start(p *pool) {
+	name := p.task.Spec.Name
+	e.states[name] = p.state
 	ctx, cancel := context.WithCancel(e.intake)
 	p.cancel = cancel
 	if _, ok := e.current[name]; !ok {
@@ -318,7 +336,6 @@ func (e *Engine) launch(t tasks.Task, generation int) (*pool, error) {
 	}
 	e.current[name] = p
 	e.pools.Go(func() { p.loop(ctx, e.hard) })
-	return p, nil
 }
 
 // drain stops a pool's intake; it finishes its in-flight messages on the
@@ -422,8 +439,25 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	for _, t := range gen.Tasks {
 		inUse[t.Spec.Queue] = true
 	}
-	e.tuning.Store(&gen.Tuning)
 	next := e.generation + 1
+	// Every new pool is made before anything changes, so that a pool that
+	// cannot subscribe fails the reload with the running tasks untouched.
+	prepared := map[string]*pool{}
+	for _, d := range diffs {
+		if d.Change != tasks.Added && d.Change != tasks.Changed {
+			continue
+		}
+		p, err := e.prepare(d.New, next)
+		if err != nil {
+			for _, q := range prepared {
+				_ = q.sub.Close()
+			}
+			e.mu.Unlock()
+			return nil, err
+		}
+		prepared[d.Name] = p
+	}
+	e.tuning.Store(&gen.Tuning)
 	type switchover struct{ old, new *pool }
 	var switches []switchover
 	var changed []string
@@ -432,20 +466,14 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 		case tasks.Unchanged:
 			continue
 		case tasks.Added:
-			p, err := e.launch(d.New, next)
-			if err != nil {
-				e.mu.Unlock()
-				return changed, err
-			}
+			p := prepared[d.Name]
+			e.start(p)
 			p.release()
 			e.log.Info("task started", "task", d.Name, "queue", d.New.Spec.Queue, "generation", next)
 		case tasks.Changed:
 			old := e.current[d.Name]
-			p, err := e.launch(d.New, next)
-			if err != nil {
-				e.mu.Unlock()
-				return changed, err
-			}
+			p := prepared[d.Name]
+			e.start(p)
 			switches = append(switches, switchover{old, p})
 		case tasks.Removed:
 			old := e.current[d.Name]
