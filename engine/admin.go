@@ -10,8 +10,6 @@ import (
 	"github.com/symphony-go/symphony/broker"
 )
 
-var errServerClosed = http.ErrServerClosed
-
 func (e *Engine) adminServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.cfg.Registry, promhttp.HandlerOpts{}))
@@ -136,12 +134,8 @@ func (e *Engine) Status() Status {
 			LastExit:    v.LastExit,
 			ScalerError: v.ScalerError,
 			Draining:    draining[name],
-			Messages: map[string]int{
-				"ack":   int(state.counts[0].Load()),
-				"retry": int(state.counts[1].Load()),
-				"dead":  int(state.counts[2].Load()),
-			},
-			LastError: last,
+			Messages:    state.messages(),
+			LastError:   last,
 		})
 	}
 	return s

@@ -22,19 +22,15 @@ const minDecision = 10
 // falling (reference/symphony-ruby.md §2.4).
 const trendThreshold = -3
 
-// ring holds the last samples of a queue's ready count.
+// ring holds the last sampleSize samples of a queue's ready count.
 type ring struct {
-	size    int
 	samples []tasks.Sample
 }
 
 func (r *ring) add(s tasks.Sample) {
-	if r.size <= 0 {
-		r.size = sampleSize
-	}
 	r.samples = append(r.samples, s)
-	if len(r.samples) > r.size {
-		r.samples = append(r.samples[:0], r.samples[len(r.samples)-r.size:]...)
+	if len(r.samples) > sampleSize {
+		r.samples = append(r.samples[:0], r.samples[len(r.samples)-sampleSize:]...)
 	}
 }
 

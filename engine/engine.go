@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -209,7 +210,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.admin = ln
 		srv := e.adminServer()
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, errServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				e.log.Error("admin server stopped", "err", err)
 			}
 		}()

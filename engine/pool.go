@@ -27,6 +27,15 @@ type taskState struct {
 	lastErr *Failure
 }
 
+// messages are the task's counts by outcome name, for status.
+func (s *taskState) messages() map[string]int {
+	m := make(map[string]int, len(s.counts))
+	for _, a := range []tasks.Action{tasks.Ack, tasks.Retry, tasks.Dead} {
+		m[a.String()] = int(s.counts[a].Load())
+	}
+	return m
+}
+
 // Failure is the last message a task dead-lettered or retried, for status.
 type Failure struct {
 	At        time.Time `json:"at"`
