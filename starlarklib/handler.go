@@ -24,6 +24,39 @@ func newHandler(env *environment, def *taskDef) *handler {
 
 var _ tasks.Handler = (*handler)(nil)
 
+// bounds are the limits of one run on a thread: a step limit (none when
+// zero) that cancels it with why, and ctx, whose end cancels it.
+type bounds struct {
+	ctx         context.Context
+	stepLimited bool
+	stop        func() bool
+}
+
+func bound(ctx context.Context, th *starlark.Thread, steps uint64, why string) *bounds {
+	b := &bounds{ctx: ctx}
+	if steps > 0 {
+		th.SetMaxExecutionSteps(steps)
+		th.OnMaxSteps = func(th *starlark.Thread) {
+			b.stepLimited = true
+			th.Cancel(why)
+		}
+	}
+	b.stop = context.AfterFunc(ctx, func() { th.Cancel(context.Cause(ctx).Error()) })
+	return b
+}
+
+// causes are what a run's error is also, for errors.Is: the step limit,
+// or the context's cause when it ended the run.
+func (b *bounds) causes(err error) []error {
+	causes := []error{err}
+	if b.stepLimited {
+		causes = append(causes, tasks.ErrStepLimit)
+	} else if b.ctx.Err() != nil {
+		causes = append(causes, context.Cause(b.ctx))
+	}
+	return causes
+}
+
 // runError is a failed run: the script's error, and the causes the engine
 // may test with errors.Is (tasks.ErrStepLimit, the context's cause).
 type runError struct {
@@ -54,25 +87,12 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 		logWith: []any{"task", spec.Name, "message_id", d.MessageID, "attempt", d.Attempt},
 	}
 	th := h.env.thread("task "+spec.Name, st)
-	stepLimited := false
-	if spec.MaxSteps > 0 {
-		th.SetMaxExecutionSteps(spec.MaxSteps)
-		th.OnMaxSteps = func(th *starlark.Thread) {
-			stepLimited = true
-			th.Cancel(fmt.Sprintf("step limit exceeded (max_steps = %d)", spec.MaxSteps))
-		}
-	}
-	stop := context.AfterFunc(ctx, func() { th.Cancel(context.Cause(ctx).Error()) })
-	defer stop()
+	b := bound(ctx, th, spec.MaxSteps, fmt.Sprintf("step limit exceeded (max_steps = %d)", spec.MaxSteps))
+	defer b.stop()
 
 	fail := func(err error) tasks.Result {
 		r := tasks.Result{Verdict: tasks.Failed}
-		causes := []error{err}
-		if stepLimited {
-			causes = append(causes, tasks.ErrStepLimit)
-		} else if ctx.Err() != nil {
-			causes = append(causes, context.Cause(ctx))
-		}
+		causes := b.causes(err)
 		msg := err.Error()
 		var eval *starlark.EvalError
 		if errors.As(err, &eval) {

@@ -120,24 +120,12 @@ func (s *scaler) Decide(ctx context.Context, stats tasks.Stats) (int, error) {
 		limit = DefaultDecideSteps
 		why = fmt.Sprintf("step limit exceeded (decide may run %d steps)", limit)
 	}
-	stepLimited := false
-	th.SetMaxExecutionSteps(limit)
-	th.OnMaxSteps = func(th *starlark.Thread) {
-		stepLimited = true
-		th.Cancel(why)
-	}
-	stop := context.AfterFunc(ctx, func() { th.Cancel(context.Cause(ctx).Error()) })
-	defer stop()
+	b := bound(ctx, th, limit, why)
+	defer b.stop()
 
 	v, err := starlark.Call(th, s.decide, starlark.Tuple{statsValue(stats)}, nil)
 	if err != nil {
-		causes := []error{err}
-		if stepLimited {
-			causes = append(causes, tasks.ErrStepLimit)
-		} else if ctx.Err() != nil {
-			causes = append(causes, context.Cause(ctx))
-		}
-		return 0, &runError{msg: "decide: " + withBacktrace(err), causes: causes}
+		return 0, &runError{msg: "decide: " + withBacktrace(err), causes: b.causes(err)}
 	}
 	n, ok := v.(starlark.Int)
 	if !ok {
