@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/starlarklib"
 	"github.com/symphony-go/symphony/tasks"
 )
 
@@ -68,7 +69,7 @@ func publish(c *cli.Context) error {
 	if err != nil {
 		return usagef("--content-type %q: %w", contentType, err)
 	}
-	isJSON := mediaType == "application/json" || mediaType == "text/javascript"
+	isJSON := starlarklib.IsJSON(mediaType)
 
 	s, err := commandSettings(c)
 	if err != nil {

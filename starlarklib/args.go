@@ -153,17 +153,26 @@ func (a *argSet) duration(name string, dst *time.Duration) bool {
 	if !ok {
 		return false
 	}
-	d, err := toDuration(v)
+	d, err := nonNegativeDuration(name, v)
 	if err != nil {
-		a.errorf("%s: %v", name, err)
-		return false
-	}
-	if d < 0 {
-		a.errorf("%s must not be negative, got %s", name, v)
+		a.errorf("%v", err)
 		return false
 	}
 	*dst = d
 	return true
+}
+
+// nonNegativeDuration is toDuration refusing a negative duration; errors
+// name the argument.
+func nonNegativeDuration(name string, v starlark.Value) (time.Duration, error) {
+	d, err := toDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v", name, err)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%s must not be negative, got %s", name, v)
+	}
+	return d, nil
 }
 
 // toDuration converts seconds (int or float), a duration string or a

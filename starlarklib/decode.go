@@ -57,6 +57,10 @@ func formatOf(mt string) format {
 	return formatBytes
 }
 
+// IsJSON reports whether a media type (no parameters) is one a handler
+// gets decoded as JSON.
+func IsJSON(mediaType string) bool { return formatOf(mediaType) == formatJSON }
+
 // decodePayload turns a delivery's body into the value the handler gets.
 // An empty body of a structured type is None. An error wraps
 // tasks.ErrDecode.

@@ -61,12 +61,9 @@ func publishBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		}
 	}
 	if delay != starlark.None {
-		d, err := toDuration(delay)
+		d, err := nonNegativeDuration("delay", delay)
 		if err != nil {
-			return nil, fmt.Errorf("%s: delay: %v", b.Name(), err)
-		}
-		if d < 0 {
-			return nil, fmt.Errorf("%s: delay must not be negative, got %s", b.Name(), delay)
+			return nil, fmt.Errorf("%s: %w", b.Name(), err)
 		}
 		p.Delay = d
 	}

@@ -41,12 +41,9 @@ func retryBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 	}
 	r := retryValue{reason: reason}
 	if after != starlark.None {
-		d, err := toDuration(after)
+		d, err := nonNegativeDuration("after", after)
 		if err != nil {
-			return nil, fmt.Errorf("%s: after: %v", b.Name(), err)
-		}
-		if d < 0 {
-			return nil, fmt.Errorf("%s: after must not be negative, got %s", b.Name(), after)
+			return nil, fmt.Errorf("%s: %w", b.Name(), err)
 		}
 		r.after = d
 	}
