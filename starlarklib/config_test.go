@@ -156,16 +156,7 @@ func TestLoadConfigErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("LoadConfig() = %v, no error", got)
 			}
-			lines := errorLines(t, err, root)
-			if len(lines) != len(c.want) {
-				t.Fatalf("LoadConfig() errors:\n%s\nwant %d", strings.Join(lines, "\n"), len(c.want))
-			}
-			for i, w := range c.want {
-				msg := strings.ReplaceAll(strings.ReplaceAll(w.msg, "ROOT/", ""), "ROOT", root)
-				if !strings.HasPrefix(lines[i], w.pos+": ") || !strings.Contains(lines[i], msg) {
-					t.Errorf("error %d =\n  %s\nwant position %s and text\n  %s", i, lines[i], w.pos, msg)
-				}
-			}
+			wantErrors(t, "LoadConfig()", err, root, c.want)
 		})
 	}
 }

@@ -46,6 +46,22 @@ func errorLines(t *testing.T, err error, root string) []string {
 // noEnv is a LookupEnv that finds nothing, for hermetic tests.
 func noEnv(string) (string, bool) { return "", false }
 
+// wantErrors checks err against want, one error line each, in order: the
+// position exactly, the text contained (ROOT standing for root).
+func wantErrors(t *testing.T, call string, err error, root string, want []loadError) {
+	t.Helper()
+	lines := errorLines(t, err, root)
+	if len(lines) != len(want) {
+		t.Fatalf("%s errors:\n%s\nwant %d errors", call, strings.Join(lines, "\n"), len(want))
+	}
+	for i, w := range want {
+		msg := strings.ReplaceAll(strings.ReplaceAll(w.msg, "ROOT/", ""), "ROOT", root)
+		if !strings.HasPrefix(lines[i], w.pos+": ") || !strings.Contains(lines[i], msg) {
+			t.Errorf("error %d =\n  %s\nwant position %s and text\n  %s", i, lines[i], w.pos, msg)
+		}
+	}
+}
+
 // logBuffer collects JSON log lines, safe for concurrent writers.
 type logBuffer struct {
 	mu  sync.Mutex

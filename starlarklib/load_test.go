@@ -430,16 +430,7 @@ task(name = "b", subscribe_to = {"x": 1}, work = work)`},
 			if got != nil {
 				t.Errorf("Load() returned %d tasks with its errors, want none", len(got))
 			}
-			lines := errorLines(t, err, root)
-			if len(lines) != len(c.want) {
-				t.Fatalf("Load() errors:\n%s\nwant %d errors", strings.Join(lines, "\n"), len(c.want))
-			}
-			for i, w := range c.want {
-				msg := strings.ReplaceAll(strings.ReplaceAll(w.msg, "ROOT/", ""), "ROOT", root)
-				if !strings.HasPrefix(lines[i], w.pos+": ") || !strings.Contains(lines[i], msg) {
-					t.Errorf("error %d =\n  %s\nwant position %s and text\n  %s", i, lines[i], w.pos, msg)
-				}
-			}
+			wantErrors(t, "Load()", err, root, c.want)
 		})
 	}
 }
