@@ -37,8 +37,43 @@ func (u usageError) Unwrap() error { return u.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
+// errHelpShown is the usage error of a command line that named no command:
+// its help has been shown already, and is the whole message.
+var errHelpShown = usageError{errors.New("no command")}
+
 // Main runs the command line in args and returns the process's exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := newApp(stdin, stdout, stderr)
+	err := app.Run(interspersed(app.Commands, args))
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, errHelpShown) {
+		return exitUsage
+	}
+	code := exitError
+	var exitCoder cli.ExitCoder
+	switch {
+	case errors.As(err, new(usageError)):
+		code = exitUsage
+	case errors.Is(err, broker.ErrUnroutable):
+		code = exitUnroutable
+	case errors.Is(err, engine.ErrForced):
+		code = exitForced
+	case errors.As(err, &exitCoder):
+		code = exitCoder.ExitCode()
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "symphony: %s\n", msg)
+	}
+	if code == exitUsage {
+		fmt.Fprintln(stderr, "Run 'symphony --help' or 'symphony COMMAND --help' for usage.")
+	}
+	return code
+}
+
+// newApp is the command line's commands and flags.
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:            "symphony",
 		Usage:           "run Starlark tasks on messages from a topic exchange",
@@ -73,40 +108,28 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			c.Action = unknownCommand(cli.ShowSubcommandHelp, c.Subcommands)
 		}
 	}
-	err := app.Run(args)
-	if err == nil {
-		return exitOK
-	}
-	code := exitError
-	var exitCoder cli.ExitCoder
-	switch {
-	case errors.As(err, new(usageError)):
-		code = exitUsage
-	case errors.Is(err, broker.ErrUnroutable):
-		code = exitUnroutable
-	case errors.Is(err, engine.ErrForced):
-		code = exitForced
-	case errors.As(err, &exitCoder):
-		code = exitCoder.ExitCode()
-	}
-	if msg := err.Error(); msg != "" {
-		fmt.Fprintf(stderr, "symphony: %s\n", msg)
-	}
-	if code == exitUsage {
-		fmt.Fprintln(stderr, "Run 'symphony --help' or 'symphony COMMAND --help' for usage.")
-	}
-	return code
+	return app
 }
 
 // unknownCommand is the action of the app and of a command with
-// subcommands: with no argument, or "help", their help; otherwise a usage
-// error naming the unknown command (cli's own answer exits 3, the code of
-// an unroutable publish).
+// subcommands: "help" shows their help; no command shows it on standard
+// error and is a usage error, as an unknown one is (cli's own answer exits
+// 3, the code of an unroutable publish).
 func unknownCommand(help cli.ActionFunc, commands []*cli.Command) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		name := c.Args().First()
-		if name == "" || name == "help" {
+		if name == "help" {
 			return help(c)
+		}
+		if name == "" {
+			w := c.App.Writer
+			c.App.Writer = c.App.ErrWriter
+			err := help(c)
+			c.App.Writer = w
+			if err != nil {
+				return err
+			}
+			return errHelpShown
 		}
 		msg := fmt.Sprintf("no command %q", name)
 		if cli.SuggestCommand != nil {

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -185,9 +186,73 @@ func TestUsageErrorsExit2(t *testing.T) {
 			t.Errorf("symphony %s: exit %d, want 2; stderr %q", strings.Join(args, " "), r.Code, r.Stderr)
 		}
 	}
-	for _, args := range [][]string{{}, {"help"}, {"dead"}, {"dead", "help"}} {
+	// Asked for, help goes to standard output; a command line that names
+	// no command gets it on standard error, as a usage error.
+	for _, args := range [][]string{{"help"}, {"--help"}, {"dead", "help"}, {"run", "--help"}} {
 		if r := env.Run("", args...); r.Code != 0 || !strings.Contains(r.Stdout, "USAGE") {
 			t.Errorf("symphony %s: exit %d, stdout %q; want its help", strings.Join(args, " "), r.Code, r.Stdout)
+		}
+	}
+	for _, args := range [][]string{{}, {"dead"}} {
+		if r := env.Run("", args...); r.Code != 2 || !strings.Contains(r.Stderr, "USAGE") || r.Stdout != "" {
+			t.Errorf("symphony %s: exit %d, stdout %q, stderr %q; want its help on stderr and 2",
+				strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+		}
+	}
+}
+
+// A command's help lists its own flags, then the global ones.
+func TestHelpListsTheCommandsFlagsFirst(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	out := env.MustRun("", "publish", "--help").Stdout
+	own, global := strings.Index(out, "--content-type"), strings.Index(out, "GLOBAL OPTIONS")
+	if own < 0 || global < own || strings.Index(out, "--broker") < global {
+		t.Errorf("publish --help:\n%s", out)
+	}
+}
+
+// Flags may follow the arguments, for every command (SPEC §4); "--" still
+// ends the flags.
+func TestFlagsAfterArguments(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"echo.star": echoTask})
+	r := env.MustRun("", "check", dir, "--exchange", "late", "--task", "echo")
+	if !strings.Contains(r.Stdout, "echo\t") {
+		t.Errorf("check DIR --task echo: %q", r.Stdout)
+	}
+	d := env.Start(dir, "--exchange", "late", "--admin-addr", "127.0.0.1:0")
+	if ev := d.WaitFor("starting", nil); ev.Str("exchange") != "late" {
+		t.Errorf("run DIR --exchange late: exchange %q", ev.Str("exchange"))
+	}
+	env.MustRun("", "publish", "echo.x", `{}`, "--header", "a=b", "--exchange", "late")
+	d.WaitFor("got", map[string]string{"headers": `{"a":"b"}`})
+	// On the default exchange nothing is bound: the flag was not ignored.
+	if r := env.Run("", "publish", "echo.x", `{}`); r.Code != 3 {
+		t.Errorf("publish to the default exchange: exit %d %q", r.Code, r.Stderr)
+	}
+	// After "--", a word that looks like a flag is the payload.
+	r = env.Run("", "publish", "--content-type", "application/octet-stream", "--exchange", "late", "echo.x", "--", "--header")
+	id := published(t, r)
+	d.WaitFor("got", map[string]string{"message_id": id, "kind": "bytes", "size": "8"})
+	addr := d.WaitFor("admin server listening", nil).Str("addr")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(env.MustRun("", "status", "--json", "--admin-addr", addr).Stdout), &st); err != nil {
+		t.Errorf("status --json --admin-addr: %v", err)
+	}
+	env.MustRun("", "dead", "list", "echo", "--json", "--limit", "1", "--exchange", "late")
+	d.Stop()
+}
+
+// check fails on a directory without tasks, as run does.
+func TestNoTasks(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"lib.star": "def f():\n    return 1\n"})
+	for _, cmd := range []string{"check", "run"} {
+		if r := env.Run("", cmd, dir); r.Code != 1 || !strings.Contains(r.Stderr, "no tasks found under "+dir) {
+			t.Errorf("%s on a directory with no task: exit %d %q", cmd, r.Code, r.Stderr)
 		}
 	}
 }

@@ -57,6 +57,11 @@ func newLoader(c *cli.Context) (*loader, error) {
 	return &loader{c: c, roots: roots, initial: s, level: level, log: newLogger(s, level, c.App.ErrWriter)}, nil
 }
 
+// errNoTasks is what run and check say of roots that hold no task.
+func errNoTasks(roots []string) error {
+	return fmt.Errorf("no tasks found under %s: a task file calls task(...)", strings.Join(roots, ", "))
+}
+
 // selectTasks keeps the named tasks, or all when names is empty.
 func selectTasks(ts []tasks.Task, names []string) ([]tasks.Task, error) {
 	if len(names) == 0 {
@@ -100,7 +105,7 @@ func run(c *cli.Context) error {
 		return err
 	}
 	if len(gen.Tasks) == 0 {
-		return fmt.Errorf("no tasks found under %s: a task file calls task(...)", strings.Join(roots, ", "))
+		return errNoTasks(roots)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -188,6 +193,9 @@ func checkCommand() *cli.Command {
 			gen, err := l.load(context.Background())
 			if err != nil {
 				return err
+			}
+			if len(gen.Tasks) == 0 {
+				return errNoTasks(l.roots)
 			}
 			w := c.App.Writer
 			for _, t := range gen.Tasks {

@@ -85,19 +85,24 @@ func envName(flag string) string {
 	return "SYMPHONY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// globalCategory heads the global flags in a command's help; cli sorts
+// categories by name, and the command's own flags have none.
+const globalCategory = "GLOBAL OPTIONS"
+
 // globalFlags returns fresh flags for every option; each command gets its
 // own so that every flag is accepted after the command's name.
 func globalFlags() []cli.Flag {
 	var flags []cli.Flag
 	for _, o := range options {
 		env := []string{envName(o.name)}
+		// The category lists them after the command's own flags in help.
 		switch {
 		case o.list:
-			flags = append(flags, &cli.StringSliceFlag{Name: o.name, Usage: o.usage, EnvVars: env})
+			flags = append(flags, &cli.StringSliceFlag{Name: o.name, Usage: o.usage, EnvVars: env, Category: globalCategory})
 		case o.boolean:
-			flags = append(flags, &cli.BoolFlag{Name: o.name, Usage: o.usage, EnvVars: env})
+			flags = append(flags, &cli.BoolFlag{Name: o.name, Usage: o.usage, EnvVars: env, Category: globalCategory})
 		default:
-			flags = append(flags, &cli.StringFlag{Name: o.name, Usage: o.usage, EnvVars: env, Value: o.value})
+			flags = append(flags, &cli.StringFlag{Name: o.name, Usage: o.usage, EnvVars: env, Value: o.value, Category: globalCategory})
 		}
 	}
 	return flags
