@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,11 +47,19 @@ const (
 	// MetaDelay, on a published message, is a Go duration: deliver it no
 	// sooner than this.
 	MetaDelay = "delay"
+	// MetaPriority is the message's priority, 1 to tasks.PriorityLimit;
+	// absent means 0.
+	MetaPriority = "priority"
 )
 
 // ErrUnroutable is returned by Publish when no queue is bound to a pattern
 // that matches the routing key: the message went nowhere.
 var ErrUnroutable = errors.New("no queue is bound to the routing key")
+
+// ErrNoPriority is returned by Publish for a message with a priority when a
+// queue that would receive it takes none (it has no MaxPriority): the
+// priority would be silently ignored. Nothing was sent.
+var ErrNoPriority = errors.New("a queue bound to the routing key takes no priorities (its task has no max_priority)")
 
 // ErrNotFound is returned for a dead letter or queue that does not exist.
 var ErrNotFound = errors.New("not found")
@@ -63,6 +72,34 @@ type Queue struct {
 	Patterns []string
 	// Durable false: the queue goes away with its last consumer.
 	Durable bool
+	// MaxPriority, 1 to tasks.PriorityLimit, makes a priority queue; 0 a
+	// plain one. RabbitMQ cannot change it on an existing queue, so
+	// neither broker does: Declare refuses a change (ErrPriorityChange).
+	MaxPriority int
+}
+
+// ErrPriorityChange is returned by Declare for a queue that exists with
+// another MaxPriority.
+var ErrPriorityChange = errors.New("RabbitMQ cannot change the max_priority of an existing queue")
+
+// PriorityChange is the error for a queue that has max_priority was but
+// is declared with want: what happened and the ways out. remove, if not
+// empty, says how to delete the queue on this broker.
+func PriorityChange(queue string, was, want int, remove string) error {
+	out := fmt.Sprintf("either keep max_priority as it was, or give the task a new queue (queue = \"%s.p%d\") and let the old one drain",
+		queue, want)
+	if remove != "" {
+		out += ", or drain the queue, stop every daemon of the task and delete it (" + remove + ")"
+	}
+	return fmt.Errorf("queue %q exists with max_priority %s, and the task now asks for %s: %w; %s",
+		queue, priorityWord(was), priorityWord(want), ErrPriorityChange, out)
+}
+
+func priorityWord(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return strconv.Itoa(n)
 }
 
 // MaxQueueName is the longest queue name either broker takes: AMQP allows
@@ -82,6 +119,8 @@ func (q Queue) Check() ([]string, error) {
 			q.Name, len(q.Name), MaxQueueName, ".bindings")
 	case strings.HasPrefix(q.Name, "amq."):
 		return nil, fmt.Errorf("queue name %q starts with amq., which RabbitMQ reserves", q.Name)
+	case q.MaxPriority < 0 || q.MaxPriority > tasks.PriorityLimit:
+		return nil, fmt.Errorf("queue %q: max_priority %d is out of range 1..%d", q.Name, q.MaxPriority, tasks.PriorityLimit)
 	}
 	patterns := []string{}
 	for _, p := range q.Patterns {

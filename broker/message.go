@@ -30,6 +30,12 @@ func NewMessage(p tasks.Publication) (*message.Message, error) {
 	if p.Delay > 0 {
 		msg.Metadata.Set(MetaDelay, p.Delay.String())
 	}
+	if err := tasks.ValidatePriority(p.Priority); err != nil {
+		return nil, err
+	}
+	if p.Priority > 0 {
+		msg.Metadata.Set(MetaPriority, strconv.Itoa(p.Priority))
+	}
 	return msg, nil
 }
 
@@ -90,4 +96,21 @@ func Delay(msg *message.Message) (time.Duration, error) {
 		return 0, fmt.Errorf("read delay %q: %w", s, err)
 	}
 	return d, nil
+}
+
+// Priority is the priority a message asks for, 0 when none; a value out of
+// range is an error.
+func Priority(msg *message.Message) (int, error) {
+	s := msg.Metadata.Get(MetaPriority)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("read priority %q: %w", s, err)
+	}
+	if err := tasks.ValidatePriority(n); err != nil {
+		return 0, err
+	}
+	return n, nil
 }

@@ -33,6 +33,10 @@ type Publication struct {
 	ContentType string
 	Headers     map[string]any
 	Delay       time.Duration
+	// Priority, 0 to PriorityLimit, orders the message among those waiting
+	// in a queue with a max_priority; above zero it is refused by a queue
+	// without one.
+	Priority int
 }
 
 // Verdict is how a handler's run ended.

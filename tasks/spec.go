@@ -45,6 +45,10 @@ const (
 	DefaultRetryDelay    = time.Second
 	DefaultMaxRetryDelay = 5 * time.Minute
 	DefaultIdleTimeout   = 10 * time.Second
+	// PriorityLimit is the highest max_priority a task may set and the
+	// highest priority a message may ask for: RabbitMQ advises against
+	// more levels, each of which costs it memory and CPU.
+	PriorityLimit = 10
 )
 
 // namePattern is what task and queue names may look like: safe in file
@@ -58,6 +62,14 @@ func ValidateName(s string) error {
 	}
 	if len(s) > 200 {
 		return fmt.Errorf("name %.20q... is %d bytes long; the limit is 200", s, len(s))
+	}
+	return nil
+}
+
+// ValidatePriority reports a message priority out of 0..PriorityLimit.
+func ValidatePriority(p int) error {
+	if p < 0 || p > PriorityLimit {
+		return fmt.Errorf("priority %d is out of range: use 0 to %d (a task's max_priority is at most %d)", p, PriorityLimit, PriorityLimit)
 	}
 	return nil
 }
@@ -115,6 +127,9 @@ type Spec struct {
 	AllowHosts []string
 	// FileRoot confines "file" to this directory.
 	FileRoot string
+	// MaxPriority, from 1 to 10, makes the queue take message priorities
+	// 0..MaxPriority, higher first; zero means the queue takes none.
+	MaxPriority int
 	// Hash covers the task's file and every library it loads; two specs with
 	// the same hash run the same code.
 	Hash string

@@ -98,6 +98,11 @@ func deleteAll(rawURL, exchange string, queues, delays []string) error {
 		do(func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(name, false, false, false); return err })
 		do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(name, false, false) })
 	}
+	do(func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDelete(exchange+".plain", false, false, false)
+		return err
+	})
+	do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(exchange+".plain", false, false) })
 	do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(exchange, false, false) })
 	return errors.Join(errs...)
 }

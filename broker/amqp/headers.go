@@ -46,7 +46,7 @@ func mapped(key string) bool {
 	switch key {
 	case broker.MetaRoutingKey, broker.MetaExchange, broker.MetaQueue, broker.MetaRedelivered, broker.MetaDelay,
 		broker.MetaContentType, broker.MetaMessageID, broker.MetaCorrelationID, broker.MetaTimestamp,
-		broker.MetaAttempt, broker.MetaHeaders:
+		broker.MetaAttempt, broker.MetaHeaders, broker.MetaPriority:
 		return true
 	}
 	return false
@@ -92,6 +92,11 @@ func encode(msg *message.Message) (amqp.Publishing, error) {
 		if err != nil || t.Nanosecond() != 0 || t.UTC().Format(time.RFC3339Nano) != ts {
 			headers[hTimestamp] = ts
 		}
+	}
+	if pr, err := broker.Priority(msg); err != nil {
+		return amqp.Publishing{}, err
+	} else if pr > 0 {
+		p.Priority = uint8(pr)
 	}
 	if msg.UUID != p.MessageId {
 		headers[hUUID] = msg.UUID
@@ -142,6 +147,9 @@ func (b *Broker) decode(d *amqp.Delivery) decoded {
 		md[broker.MetaTimestamp] = ts
 	} else if !d.Timestamp.IsZero() {
 		md[broker.MetaTimestamp] = d.Timestamp.UTC().Format(time.RFC3339Nano)
+	}
+	if d.Priority > 0 {
+		md[broker.MetaPriority] = strconv.Itoa(int(d.Priority))
 	}
 	if a, ok := d.Headers[hAttempt]; ok {
 		if n, ok := integer(a); ok {

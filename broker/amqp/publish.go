@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -244,6 +245,14 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 			if out[i].exchange, err = b.delayRoute(s, publishDelay, delay); err != nil {
 				return fmt.Errorf("publish %q: %w", topic, err)
 			}
+		}
+	}
+	if slices.ContainsFunc(out, func(o outgoing) bool { return o.msg.Priority > 0 }) {
+		if err := b.checkPriority(ctx, topic); err != nil {
+			if errors.Is(err, broker.ErrNoPriority) {
+				err = fmt.Errorf("%w; set max_priority on its task, or publish without a priority", err)
+			}
+			return fmt.Errorf("publish %q: %w", topic, err)
 		}
 	}
 	if err := b.send(ctx, out); err != nil {

@@ -126,7 +126,10 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 		return err
 	}
 	defer ch.Close()
-	if _, err := ch.QueueDeclare(q.Name, q.Durable, !q.Durable, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(q.Name, q.Durable, !q.Durable, false, false, queueArgs(q)); err != nil {
+		if perr := priorityRefused(err, q); perr != nil {
+			return perr
+		}
 		return explain(err, "queue", q.Name)
 	}
 	if _, err := ch.QueueDeclare(DeadQueue(q.Name), true, false, false, false, nil); err != nil {
@@ -162,6 +165,9 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 			return fmt.Errorf("unbind stale pattern %q: %w", p, explain(err, "queue", q.Name))
 		}
 		b.log.Info("removed stale binding", "queue", q.Name, "pattern", p)
+	}
+	if err := b.markPlain(ch, q, previous); err != nil {
+		return err
 	}
 	if q.Durable {
 		if err := b.writeRecord(ch, q, held); err != nil {

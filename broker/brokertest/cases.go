@@ -44,6 +44,9 @@ func cases() []testCase {
 		{"KilledConsumerMessagesComeBack", testKilledConsumer},
 		{"TwoProcesses", testTwoProcesses},
 		{"PublishWhileConsumerDown", testPublishWhileConsumerDown},
+		{"PriorityOrder", testPriorityOrder},
+		{"PriorityNeedsMaxPriority", testPriorityNeedsMaxPriority},
+		{"DeclareRefusesPriorityChange", testDeclareRefusesPriorityChange},
 	}
 }
 

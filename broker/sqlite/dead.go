@@ -219,6 +219,7 @@ func (d deadLetters) Replay(ctx context.Context, queue string, ids []string) (in
 				body = []byte{}
 			}
 			s := stored{uuid: dl.uuid, metadata: string(meta), payload: body}
+			s.priority, _ = strconv.Atoi(md[broker.MetaPriority])
 			if err := insert(ctx, w, q, dl.routingKey, s, t); err != nil {
 				return err
 			}

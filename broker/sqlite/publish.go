@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -31,10 +32,15 @@ type stored struct {
 	metadata string
 	payload  []byte
 	delay    time.Duration
+	priority int
 }
 
 func encode(msg *message.Message) (stored, error) {
 	delay, err := broker.Delay(msg)
+	if err != nil {
+		return stored{}, err
+	}
+	priority, err := broker.Priority(msg)
 	if err != nil {
 		return stored{}, err
 	}
@@ -52,12 +58,12 @@ func encode(msg *message.Message) (stored, error) {
 	if payload == nil {
 		payload = []byte{}
 	}
-	return stored{uuid: msg.UUID, metadata: string(meta), payload: payload, delay: delay}, nil
+	return stored{uuid: msg.UUID, metadata: string(meta), payload: payload, delay: delay, priority: priority}, nil
 }
 
 // insert stores one message on queue, visible at visibleAt.
 func insert(ctx context.Context, w *writer, queue int64, routingKey string, s stored, visibleAt int64) error {
-	res, err := w.st(sqlInsertMsg).ExecContext(ctx, queue, visibleAt)
+	res, err := w.st(sqlInsertMsg).ExecContext(ctx, queue, visibleAt, s.priority)
 	if err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
@@ -90,15 +96,27 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 		}
 		rows[i] = s
 	}
+	prioritized := slices.ContainsFunc(rows, func(s stored) bool { return s.priority > 0 })
 	var queues []int64
 	ctx := context.Background()
 	err := b.write(ctx, true, false, func(ctx context.Context, w *writer) error {
-		var err error
-		if queues, err = b.route(ctx, w, topic); err != nil {
+		routes, err := b.route(ctx, w, topic)
+		if err != nil {
 			return err
 		}
-		if len(queues) == 0 {
+		if len(routes) == 0 {
 			return broker.ErrUnroutable
+		}
+		var plain []string
+		for _, r := range routes {
+			queues = append(queues, r.id)
+			if r.maxPriority == 0 {
+				plain = append(plain, r.name)
+			}
+		}
+		if prioritized && len(plain) > 0 {
+			return fmt.Errorf("%w: queue %s; set max_priority on its task, or publish without a priority",
+				broker.ErrNoPriority, strings.Join(plain, ", "))
 		}
 		t := now()
 		for _, s := range rows {
@@ -117,21 +135,28 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
+// routed is a queue a message goes to.
+type routed struct {
+	id          int64
+	name        string
+	maxPriority int
+}
+
 // route returns the queues of the exchange bound to a pattern matching key.
-func (b *Broker) route(ctx context.Context, w *writer, key string) ([]int64, error) {
+func (b *Broker) route(ctx context.Context, w *writer, key string) ([]routed, error) {
 	rs, err := w.st(sqlBindings).QueryContext(ctx, b.exchange)
 	if err != nil {
 		return nil, fmt.Errorf("read bindings: %w", err)
 	}
 	defer rs.Close()
-	var queues []int64
+	var queues []routed
 	for rs.Next() {
-		var q int64
+		var q routed
 		var pattern string
-		if err := rs.Scan(&q, &pattern); err != nil {
+		if err := rs.Scan(&q.id, &pattern, &q.name, &q.maxPriority); err != nil {
 			return nil, fmt.Errorf("read bindings: %w", err)
 		}
-		if !slices.Contains(queues, q) && tasks.Match(pattern, key) {
+		if !slices.ContainsFunc(queues, func(r routed) bool { return r.id == q.id }) && tasks.Match(pattern, key) {
 			queues = append(queues, q)
 		}
 	}
@@ -171,10 +196,20 @@ func (b *Broker) Declare(ctx context.Context, q broker.Queue) error {
 		if err := b.sweep(ctx, w); err != nil {
 			return err
 		}
+		var was int
+		err := w.conn.QueryRowContext(ctx, `SELECT max_priority FROM queues WHERE exchange = ?1 AND name = ?2`,
+			b.exchange, q.Name).Scan(&was)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("read queue: %w", err)
+		case was != q.MaxPriority:
+			return broker.PriorityChange(q.Name, was, q.MaxPriority, "")
+		}
 		var id int64
-		err := w.conn.QueryRowContext(ctx, `INSERT INTO queues (exchange, name, durable) VALUES (?1, ?2, ?3)
+		err = w.conn.QueryRowContext(ctx, `INSERT INTO queues (exchange, name, durable, max_priority) VALUES (?1, ?2, ?3, ?4)
 			ON CONFLICT (exchange, name) DO UPDATE SET durable = excluded.durable RETURNING id`,
-			b.exchange, q.Name, q.Durable).Scan(&id)
+			b.exchange, q.Name, q.Durable, q.MaxPriority).Scan(&id)
 		if err != nil {
 			return fmt.Errorf("write queue: %w", err)
 		}

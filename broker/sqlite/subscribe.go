@@ -81,8 +81,8 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.wg.Add(1)
 	s.mu.Unlock()
 	c := &consumer{b: s.b, s: s, queue: topic, prefetch: s.opts.Prefetch, autoAck: s.opts.AutoAck, hot: true}
-	err := s.b.rdb.QueryRowContext(ctx, `SELECT id, durable FROM queues WHERE exchange = ?1 AND name = ?2`,
-		s.b.exchange, topic).Scan(&c.id, &c.durable)
+	err := s.b.rdb.QueryRowContext(ctx, `SELECT id, durable, max_priority > 0 FROM queues WHERE exchange = ?1 AND name = ?2`,
+		s.b.exchange, topic).Scan(&c.id, &c.durable, &c.prioritized)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = fmt.Errorf("queue %q: %w; declare it first", topic, broker.ErrNotFound)
 	}
@@ -120,6 +120,7 @@ func (s *subscriber) Close() error {
 type row struct {
 	id, lease  int64
 	deliveries int
+	priority   int
 	routingKey string
 	uuid       string
 	metadata   string
@@ -128,14 +129,17 @@ type row struct {
 
 // consumer is one subscription.
 type consumer struct {
-	b        *Broker
-	s        *subscriber
-	log      *slog.Logger
-	queue    string
-	id       int64
-	durable  bool
-	prefetch int
-	autoAck  bool
+	b       *Broker
+	s       *subscriber
+	log     *slog.Logger
+	queue   string
+	id      int64
+	durable bool
+	// prioritized: the queue has a max_priority, so leases take higher
+	// priorities first.
+	prioritized bool
+	prefetch    int
+	autoAck     bool
 	// hot: the last lease filled up, so lease again before asking whether
 	// anything is ready.
 	hot bool
@@ -254,7 +258,7 @@ func (c *consumer) take(ctx context.Context, n int, block bool) []row {
 		var err error
 		var rows []row
 		if c.hot {
-			if rows, err = c.b.lease(ctx, c.id, n); err == nil {
+			if rows, err = c.b.lease(ctx, c.id, n, c.prioritized); err == nil {
 				c.hot = len(rows) == n
 				if len(rows) > 0 {
 					return rows
@@ -354,18 +358,26 @@ func (c *consumer) message(r row) *message.Message {
 // statement, together with the acks pending in the process. The bodies are
 // read after the commit, on a reader connection, so that the next write
 // need not wait for them.
-func (b *Broker) lease(ctx context.Context, queue int64, n int) ([]row, error) {
+func (b *Broker) lease(ctx context.Context, queue int64, n int, prioritized bool) ([]row, error) {
 	token := nonzeroRandom()
 	var rows []row
+	q := sqlLease
+	if prioritized {
+		q = sqlLeasePriority
+	}
 	err := b.write(ctx, false, true, func(ctx context.Context, w *writer) error {
 		t := now()
-		rs, err := w.st(sqlLease).QueryContext(ctx, token, t+b.cfg.lease.Nanoseconds(), queue, t, n)
+		rs, err := w.st(q).QueryContext(ctx, token, t+b.cfg.lease.Nanoseconds(), queue, t, n)
 		if err != nil {
 			return fmt.Errorf("lease messages: %w", err)
 		}
 		for rs.Next() {
 			r := row{lease: token}
-			if err := rs.Scan(&r.id, &r.deliveries); err != nil {
+			dst := []any{&r.id, &r.deliveries}
+			if prioritized {
+				dst = append(dst, &r.priority)
+			}
+			if err := rs.Scan(dst...); err != nil {
 				rs.Close()
 				return fmt.Errorf("lease messages: %w", err)
 			}
@@ -394,13 +406,18 @@ func (b *Broker) lease(ctx context.Context, queue int64, n int) ([]row, error) {
 	}
 	// A body can vanish only if the queue was deleted meanwhile; its lease
 	// is then not held either.
-	return slices.DeleteFunc(rows, func(r row) bool {
+	rows = slices.DeleteFunc(rows, func(r row) bool {
 		gone := r.uuid == "" && r.metadata == ""
 		if gone {
 			b.held.remove(r.id)
 		}
 		return gone
-	}), nil
+	})
+	if prioritized {
+		// Handed out in order: higher priorities first.
+		slices.SortStableFunc(rows, func(a, b row) int { return cmp.Compare(b.priority, a.priority) })
+	}
+	return rows, nil
 }
 
 func (b *Broker) readBodies(ctx context.Context, rows []row, ids []int64) error {

@@ -43,7 +43,7 @@ func TestSynchronousPerTransaction(t *testing.T) {
 		if got := synchronous(t, b); got != c.publishSync {
 			t.Errorf("%q: publish committed with synchronous=%d, want %d", c.params, got, c.publishSync)
 		}
-		if _, err := b.lease(ctx, 1, 1); err != nil {
+		if _, err := b.lease(ctx, 1, 1, false); err != nil {
 			t.Fatal(err)
 		}
 		if got := synchronous(t, b); got != 1 {

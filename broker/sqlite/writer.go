@@ -12,6 +12,10 @@ import (
 // leasing, renewing and releasing rewrite small rows only, never a payload:
 // messages holds what changes, bodies what does not (same id).
 //
+// Only messages with a priority are in messages_priority, so a queue
+// without priorities pays nothing for it: a priority queue leases from
+// that index first, then from messages_ready for priority 0.
+//
 // visible_at is when a row may be delivered: the publish time, the end of
 // its delay, or the end of the lease that holds it (unix ns; 0 puts a
 // returned message at the head of its queue). Ready is visible_at <= now,
@@ -22,6 +26,7 @@ CREATE TABLE IF NOT EXISTS queues (
 	exchange TEXT NOT NULL,
 	name     TEXT NOT NULL,
 	durable  INTEGER NOT NULL,
+	max_priority INTEGER NOT NULL DEFAULT 0,
 	UNIQUE (exchange, name)
 );
 CREATE TABLE IF NOT EXISTS bindings (
@@ -40,9 +45,11 @@ CREATE TABLE IF NOT EXISTS messages (
 	queue_id   INTEGER NOT NULL,
 	visible_at INTEGER NOT NULL,
 	lease      INTEGER NOT NULL DEFAULT 0,
-	deliveries INTEGER NOT NULL DEFAULT 0
+	deliveries INTEGER NOT NULL DEFAULT 0,
+	priority   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue_id, visible_at);
+CREATE INDEX IF NOT EXISTS messages_priority ON messages (queue_id, priority DESC, visible_at) WHERE priority > 0;
 CREATE TABLE IF NOT EXISTS bodies (
 	id          INTEGER PRIMARY KEY,
 	routing_key TEXT NOT NULL,
@@ -71,6 +78,12 @@ CREATE TABLE IF NOT EXISTS dead (
 CREATE INDEX IF NOT EXISTS dead_queue ON dead (exchange, queue, id);
 `
 
+// upgrade1 brings a version 1 database to version 2, before schema runs.
+const upgrade1 = `
+ALTER TABLE queues ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+`
+
 // Statements run on the writer connection, prepared once.
 const (
 	sqlLease = `UPDATE messages SET lease = ?1, visible_at = ?2, deliveries = deliveries + 1
@@ -79,10 +92,24 @@ const (
 	sqlAck     = `DELETE FROM messages WHERE lease = ?1 AND id IN (SELECT value FROM json_each(?2)) RETURNING id`
 	sqlRelease = `UPDATE messages SET lease = 0, visible_at = 0, deliveries = deliveries - ?3
 		WHERE lease = ?1 AND id IN (SELECT value FROM json_each(?2))`
-	sqlExtend     = `UPDATE messages SET visible_at = ?1 WHERE lease = ?2 AND id IN (SELECT value FROM json_each(?3))`
-	sqlInsertMsg  = `INSERT INTO messages (queue_id, visible_at) VALUES (?1, ?2)`
+	sqlExtend = `UPDATE messages SET visible_at = ?1 WHERE lease = ?2 AND id IN (SELECT value FROM json_each(?3))`
+	// A priority above the queue's max_priority counts as the max, as on
+	// RabbitMQ; a queue without one stores 0.
+	sqlInsertMsg = `INSERT INTO messages (queue_id, visible_at, priority)
+		VALUES (?1, ?2, CASE WHEN ?3 > 0 THEN min(?3, (SELECT max_priority FROM queues WHERE id = ?1)) ELSE 0 END)`
+	// sqlLeasePriority is sqlLease for a priority queue: higher priorities
+	// first, then by age.
+	sqlLeasePriority = `UPDATE messages SET lease = ?1, visible_at = ?2, deliveries = deliveries + 1
+		WHERE id IN (
+			SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?3 AND priority > 0 AND visible_at <= ?4
+				ORDER BY priority DESC, visible_at, id LIMIT ?5)
+			UNION ALL
+			SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?3 AND priority = 0 AND visible_at <= ?4
+				ORDER BY visible_at, id LIMIT ?5)
+			LIMIT ?5)
+		RETURNING id, deliveries, priority`
 	sqlInsertBody = `INSERT INTO bodies (id, routing_key, uuid, metadata, payload) VALUES (?1, ?2, ?3, ?4, ?5)`
-	sqlBindings   = `SELECT b.queue_id, b.pattern FROM bindings b JOIN queues q ON q.id = b.queue_id WHERE q.exchange = ?1`
+	sqlBindings   = `SELECT b.queue_id, b.pattern, q.name, q.max_priority FROM bindings b JOIN queues q ON q.id = b.queue_id WHERE q.exchange = ?1`
 	sqlQueue      = `SELECT id, durable FROM queues WHERE exchange = ?1 AND name = ?2`
 	sqlBegin      = `BEGIN IMMEDIATE`
 	sqlCommit     = `COMMIT`
@@ -127,6 +154,12 @@ func (w *writer) migrate(ctx context.Context, b *Broker) error {
 		return nil
 	}
 	return w.tx(ctx, func(ctx context.Context) error {
+		// Version 1 had no priorities; the tables it had keep their rows.
+		if version == 1 {
+			if _, err := w.conn.ExecContext(ctx, upgrade1); err != nil {
+				return fmt.Errorf("upgrade schema from version 1: %w", err)
+			}
+		}
 		if _, err := w.conn.ExecContext(ctx, schema); err != nil {
 			return fmt.Errorf("create schema: %w", err)
 		}
@@ -137,7 +170,7 @@ func (w *writer) migrate(ctx context.Context, b *Broker) error {
 
 func (w *writer) prepare(ctx context.Context) error {
 	w.stmts = map[string]*sql.Stmt{}
-	for _, q := range []string{sqlLease, sqlAck, sqlRelease, sqlExtend, sqlInsertMsg, sqlInsertBody, sqlBindings, sqlQueue,
+	for _, q := range []string{sqlLease, sqlLeasePriority, sqlAck, sqlRelease, sqlExtend, sqlInsertMsg, sqlInsertBody, sqlBindings, sqlQueue,
 		sqlBegin, sqlCommit} {
 		st, err := w.conn.PrepareContext(ctx, q)
 		if err != nil {
