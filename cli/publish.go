@@ -38,6 +38,8 @@ func publishCommand() *cli.Command {
 				Usage: "header as key=value (repeatable)"},
 			&cli.StringFlag{Name: "file", EnvVars: []string{envName("file")},
 				Usage: "publish every non-empty line of this file as one payload ('-' for standard input)"},
+			&cli.IntFlag{Name: "priority", EnvVars: []string{envName("priority")},
+				Usage: fmt.Sprintf("priority from 0 to %d, for the queues of tasks with max_priority (higher first)", tasks.PriorityLimit)},
 			tasksFlag(),
 		),
 		Action: publish,
@@ -63,6 +65,10 @@ func publish(c *cli.Context) error {
 			return usagef("--header %q: use key=value", h)
 		}
 		headers[k] = v
+	}
+	priority := c.Int("priority")
+	if err := tasks.ValidatePriority(priority); err != nil {
+		return usagef("--priority: %w", err)
 	}
 	contentType := c.String("content-type")
 	mediaType, _, err := mime.ParseMediaType(contentType)
@@ -118,7 +124,8 @@ func publish(c *cli.Context) error {
 		}
 		msgs := make([]*message.Message, 0, len(batch))
 		for _, body := range batch {
-			msg, err := broker.NewMessage(tasks.Publication{RoutingKey: key, Body: body, ContentType: contentType, Headers: headers})
+			msg, err := broker.NewMessage(tasks.Publication{RoutingKey: key, Body: body, ContentType: contentType, Headers: headers,
+				Priority: priority})
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -60,7 +61,11 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 	}
 	out := tasks.Decide(spec, d.Attempt, res, stop)
 	if out.Action == tasks.Ack && len(res.Publications) > 0 {
-		if err := r.publish(d, res.Publications); err != nil {
+		if err := r.publish(d, res.Publications); errors.Is(err, broker.ErrNoPriority) {
+			// A mistake in the task files, not a passing fault: retrying
+			// cannot help, so the message is dead-lettered with the error.
+			out = tasks.Decide(spec, d.Attempt, tasks.Result{Verdict: tasks.Failed, Err: err}, nil)
+		} else if err != nil {
 			out = tasks.Decide(spec, d.Attempt, tasks.Result{Verdict: tasks.RetryRequested, Reason: err.Error()}, nil)
 		}
 	}

@@ -291,11 +291,15 @@ func (e *Engine) stopAll() {
 
 // declare makes a task's queue exist with exactly its bindings.
 func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
-	q := broker.Queue{Name: spec.Queue, Patterns: spec.Patterns, Durable: spec.Persistent}
-	if err := e.cfg.Broker.Declare(ctx, q); err != nil {
+	if err := e.cfg.Broker.Declare(ctx, queueOf(spec)); err != nil {
 		return fmt.Errorf("declare queue %s of task %s: %w", spec.Queue, spec.Name, err)
 	}
 	return nil
+}
+
+// queueOf is the queue a task consumes, as the broker should have it.
+func queueOf(spec tasks.Spec) broker.Queue {
+	return broker.Queue{Name: spec.Queue, Patterns: spec.Patterns, Durable: spec.Persistent, MaxPriority: spec.MaxPriority}
 }
 
 // launch starts a pool for t and makes it the task's current pool. The
@@ -527,7 +531,8 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 func (e *Engine) unbind(spec tasks.Spec) {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
-	q := broker.Queue{Name: spec.Queue, Durable: spec.Persistent}
+	q := queueOf(spec)
+	q.Patterns = nil
 	if err := e.cfg.Broker.Declare(ctx, q); err != nil {
 		e.log.Error("unbind the patterns of a removed queue", "queue", spec.Queue, "err", err)
 	}

@@ -459,6 +459,8 @@ func TestPublish(t *testing.T) {
 				Delay: 5 * time.Second}},
 		{"a delay string", `publish("a.b", None, delay = "1m30s", headers = {})`,
 			tasks.Publication{RoutingKey: "a.b", Body: []byte(`null`), ContentType: "application/json", Delay: 90 * time.Second}},
+		{"a priority", `publish("a.b", {}, priority = 7)`,
+			tasks.Publication{RoutingKey: "a.b", Body: []byte(`{}`), ContentType: "application/json", Priority: 7}},
 		{"the empty routing key", `publish("", {})`,
 			tasks.Publication{RoutingKey: "", Body: []byte(`{}`), ContentType: "application/json"}},
 	}
@@ -530,6 +532,9 @@ task(subscribe_to = ["#"], work = work)
 		{"a dict as text", `publish("a", {}, content_type = "text/plain")`, "publish: cannot encode a dict as text/plain: pass a str or bytes"},
 		{"json that cannot be", `publish("a", {1: 2})`, "publish: encode payload as application/json: json.encode: dict has int key, want string"},
 		{"a missing payload", `publish("a")`, "publish: missing argument for payload"},
+		{"a priority of 300", `publish("a", {}, priority = 300)`, "publish: priority 300 is out of range: use 0 to 10 (a task's max_priority is at most 10)"},
+		{"a negative priority", `publish("a", {}, priority = -1)`, "publish: priority -1 is out of range"},
+		{"a priority that is not an int", `publish("a", {}, priority = "high")`, `publish: priority must be an int from 0 to 10, got string "high"`},
 	}
 	for _, c := range errs {
 		t.Run(c.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 )
 
 // publishBuiltin is publish(routing_key, payload, headers = {},
-// content_type = None, delay = None). It buffers the message on the run;
+// content_type = None, delay = None, priority = None). It buffers the message on the run;
 // the engine sends the run's messages only if the handler succeeds.
 func publishBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (
@@ -19,10 +19,11 @@ func publishBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		headers     starlark.Value = starlark.None
 		contentType starlark.Value = starlark.None
 		delay       starlark.Value = starlark.None
+		priority    starlark.Value = starlark.None
 	)
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
 		"routing_key", &key, "payload", &payload, "headers?", &headers,
-		"content_type?", &contentType, "delay?", &delay); err != nil {
+		"content_type?", &contentType, "delay?", &delay, "priority?", &priority); err != nil {
 		return nil, err
 	}
 	st := stateOf(th)
@@ -66,6 +67,18 @@ func publishBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 			return nil, fmt.Errorf("%s: %w", b.Name(), err)
 		}
 		p.Delay = d
+	}
+	if priority != starlark.None {
+		n, ok := priority.(starlark.Int)
+		i, fits := n.Int64()
+		if !ok || !fits {
+			return nil, fmt.Errorf("%s: priority must be an int from 0 to %d, got %s", b.Name(), tasks.PriorityLimit, describe(priority))
+		}
+		if i < 0 || i > tasks.PriorityLimit {
+			return nil, fmt.Errorf("%s: priority %s is out of range: use 0 to %d (a task's max_priority is at most %d)",
+				b.Name(), priority, tasks.PriorityLimit, tasks.PriorityLimit)
+		}
+		p.Priority = int(i)
 	}
 	st.publications = append(st.publications, p)
 	return starlark.None, nil

@@ -52,7 +52,7 @@ func taskParams() []string {
 		"min_workers", "max_workers", "prefetch", "timeout", "timeout_action",
 		"max_attempts", "retry_delay", "max_retry_delay", "acknowledge",
 		"persistent", "isolation", "idle_timeout", "max_steps", "max_memory",
-		"allow", "allow_hosts", "file_root",
+		"allow", "allow_hosts", "file_root", "max_priority",
 	}
 }
 
@@ -195,6 +195,9 @@ func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tup
 	}
 	if (retryOK || maxRetryOK) && spec.RetryDelay > spec.MaxRetryDelay && spec.MaxRetryDelay > 0 {
 		a.errorf("retry_delay (%s) is longer than max_retry_delay (%s)", spec.RetryDelay, spec.MaxRetryDelay)
+	}
+	if a.integer("max_priority", &spec.MaxPriority, 1, " (leave it out for a queue without priorities)") && spec.MaxPriority > tasks.PriorityLimit {
+		a.errorf("max_priority must be at most %d, got %d (RabbitMQ advises few levels: each costs it memory and CPU)", tasks.PriorityLimit, spec.MaxPriority)
 	}
 	a.boolean("acknowledge", &spec.Acknowledge)
 	a.boolean("persistent", &spec.Persistent)
