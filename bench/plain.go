@@ -69,7 +69,7 @@ func runPlain(ctx context.Context, url, queue string, n, consumers, prefetch, br
 		}
 		channel = append(channel, ch)
 		if err := ch.Qos(prefetch, 0, false); err != nil {
-			return r, fmt.Errorf("Qos: %w", err)
+			return r, fmt.Errorf("set QoS: %w", err)
 		}
 		deliveries, err := ch.Consume(queue, fmt.Sprintf("plain-%d", i), false, false, false, false, nil)
 		if err != nil {

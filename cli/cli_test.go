@@ -17,6 +17,8 @@ import (
 	"github.com/symphony-go/symphony/tasks"
 )
 
+func TestMain(m *testing.M) { symphonytest.Main(m) }
+
 // writeTasks writes task files into a new tasks root and returns it.
 func writeTasks(t *testing.T, files map[string]string) string {
 	t.Helper()

@@ -12,6 +12,8 @@ import (
 	"github.com/symphony-go/symphony/internal/symphonytest"
 )
 
+func TestMain(m *testing.M) { symphonytest.Main(m) }
+
 // example is the absolute path of a bundled example.
 func example(t *testing.T, name string) string {
 	p, err := filepath.Abs(name)

@@ -31,19 +31,35 @@ var (
 	buildOnce sync.Once
 	binary    string
 	buildErr  error
+	// binDir holds the binary; Main removes it when the tests end.
+	binDir string
 )
 
+// Main runs a package's tests (call it from TestMain) and removes the
+// binary they built: a test leaves nothing behind in the temporary
+// directory.
+func Main(m *testing.M) {
+	dir, err := os.MkdirTemp("", "symphony-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // Binary builds symphony (with the race detector when the tests run with
-// it) into a temporary directory, once per process, and returns its path.
+// it) once per process, and returns its path. The package's TestMain must
+// call Main.
 func Binary(t testing.TB) string {
 	t.Helper()
+	if binDir == "" {
+		t.Fatal("symphonytest.Binary: call symphonytest.Main from the package's TestMain, which removes the binary at the end")
+	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "symphony-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "symphony")
+		binary = filepath.Join(binDir, "symphony")
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
 		args := []string{"build", "-o", binary}
@@ -77,9 +93,16 @@ type Env struct {
 func NewEnv(t testing.TB) *Env {
 	dir := t.TempDir()
 	url := "sqlite:" + filepath.Join(dir, "symphony.db")
+	// What a command puts in the temporary directory (a daemon's copies
+	// of task files, even when a test kills it) goes with the test's.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return &Env{t: t, Dir: dir, URL: url, Vars: []string{
 		"SYMPHONY_BROKER=" + url,
 		"SYMPHONY_ADMIN_ADDR=127.0.0.1:0",
+		"TMPDIR=" + tmp,
 	}}
 }
 
