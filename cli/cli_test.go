@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -404,4 +406,33 @@ func TestDeadLettersRunNoTaskFileOnTheEmbeddedBroker(t *testing.T) {
 			t.Errorf("symphony %s ran the task files: %s", strings.Join(args, " "), r.Stderr)
 		}
 	}
+}
+
+// status reads the daemon's /status.
+func status(t *testing.T, d *symphonytest.Daemon) map[string]any {
+	t.Helper()
+	addr := d.WaitFor("admin server listening", nil).Str("addr")
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("/status: %v\n%s", err, b)
+	}
+	return st
+}
+
+// taskStatus is one task's part of /status, as JSON.
+func taskStatus(t *testing.T, d *symphonytest.Daemon, name string) map[string]any {
+	t.Helper()
+	for _, task := range status(t, d)["tasks"].([]any) {
+		if m := task.(map[string]any); m["name"] == name {
+			return m
+		}
+	}
+	t.Fatalf("/status has no task %s", name)
+	return nil
 }

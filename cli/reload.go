@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -43,6 +44,13 @@ func (l *loader) load(context.Context) (engine.Generation, error) {
 		ts, err = selectTasks(ts, s.Tasks)
 	}
 	if err != nil {
+		return engine.Generation{}, err
+	}
+	var unsupported []error
+	for _, t := range ts {
+		unsupported = append(unsupported, engine.CheckPlatform(t.Spec))
+	}
+	if err := errors.Join(unsupported...); err != nil {
 		return engine.Generation{}, err
 	}
 	if err := l.copies.keep(src, ts); err != nil {

@@ -287,6 +287,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
+			if c.isolation == "process" {
+				symphonytest.NeedsWorkerProcesses(t)
+			}
 			symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 				reloadUnderLoad(t, env, c.isolation, c.extra)
 			})

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -146,19 +145,19 @@ func run(c *cli.Context) error {
 	// cancels them and hands them back. HUP reloads, as a change to the
 	// task files does; USR1 logs a status summary.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Notify(sigs, daemonSignals()...)
 	defer signal.Stop(sigs)
 	triggers := make(chan string, 1)
 	go func() {
 		graceful := true
 		for sig := range sigs {
-			switch sig {
-			case syscall.SIGHUP:
+			switch {
+			case isReload(sig):
 				select {
 				case triggers <- "SIGHUP":
 				default: // a reload is due already; it reads the newest files
 				}
-			case syscall.SIGUSR1:
+			case isStatus(sig):
 				eng.LogStatus()
 			default:
 				if graceful {

@@ -1,10 +1,10 @@
+//go:build unix
+
 package cli_test
 
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -13,35 +13,6 @@ import (
 
 	"github.com/symphony-go/symphony/internal/symphonytest"
 )
-
-// status reads the daemon's /status.
-func status(t *testing.T, d *symphonytest.Daemon) map[string]any {
-	t.Helper()
-	addr := d.WaitFor("admin server listening", nil).Str("addr")
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var st map[string]any
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatalf("/status: %v\n%s", err, b)
-	}
-	return st
-}
-
-// taskStatus is one task's part of /status, as JSON.
-func taskStatus(t *testing.T, d *symphonytest.Daemon, name string) map[string]any {
-	t.Helper()
-	for _, task := range status(t, d)["tasks"].([]any) {
-		if m := task.(map[string]any); m["name"] == name {
-			return m
-		}
-	}
-	t.Fatalf("/status has no task %s", name)
-	return nil
-}
 
 // alive reports whether a process exists (and is not a zombie).
 func alive(pid int) bool {
@@ -68,6 +39,7 @@ task(name = "once", subscribe_to = ["once.#"], work = work, isolation = "process
 
 func TestWorkerProcesses(t *testing.T) {
 	t.Parallel()
+	symphonytest.NeedsWorkerProcesses(t)
 	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
 		if strings.HasPrefix(env.URL, "sqlite:") {
 			// A killed worker's messages come back when its lease ends.
@@ -158,6 +130,7 @@ task(name = "endless", subscribe_to = ["endless"], work = work, max_workers = 3,
 // messages through one place are still handled one after the other.
 func TestOneshotProcessesFollowEachOther(t *testing.T) {
 	t.Parallel()
+	symphonytest.NeedsWorkerProcesses(t)
 	env := symphonytest.NewEnv(t)
 	d := env.Start("--scaling-interval", "1h", writeTasks(t, map[string]string{"p.star": `
 def work(payload, meta):
@@ -286,6 +259,7 @@ func TestStatusCommand(t *testing.T) {
 
 func TestMaxMemoryKillsTheWorkerProcess(t *testing.T) {
 	t.Parallel()
+	symphonytest.NeedsWorkerProcesses(t)
 	env := symphonytest.NewEnv(t)
 	d := env.Start(writeTasks(t, map[string]string{"m.star": `
 def work(payload, meta):
@@ -313,6 +287,7 @@ task(name = "m", subscribe_to = ["m"], work = work, isolation = "process", max_m
 // in its format, and exits 1: here, task files changed under it.
 func TestWorkerProcessFailureIsALogLine(t *testing.T) {
 	t.Parallel()
+	symphonytest.NeedsWorkerProcesses(t)
 	env := symphonytest.NewEnv(t)
 	dir := writeTasks(t, map[string]string{"p.star": processTask})
 	r := env.Run("", "worker", "--log-format", "json", "--task-name", "once", "--hash", "not-the-loaded-code", dir)

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -58,21 +56,6 @@ type processWorker struct {
 	killed atomic.Bool // for going over max_memory
 }
 
-// rss is the process's resident memory in bytes, from /proc.
-func (w *processWorker) rss() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
-}
-
 // stop asks the process to stop gracefully.
 func (w *processWorker) stop() { w.signal(syscall.SIGTERM) }
 
@@ -101,14 +84,11 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		return nil, fmt.Errorf("make worker process pipe: %w", err)
 	}
 	cmd.ExtraFiles = []*os.File{write}
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if err := prepareProcess(cmd); err != nil {
+		events.Close()
+		write.Close()
+		return nil, err
 	}
-	// Its own process group: a terminal's ^C reaches the daemon, which
-	// decides what the workers get. If the daemon dies without stopping
-	// them (SIGKILL), they are told to stop.
-	cmd.SysProcAttr.Setpgid = true
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 	if err := cmd.Start(); err != nil {
 		events.Close()
 		write.Close()

@@ -239,7 +239,7 @@ func checkPath(path string) error {
 	}
 	// SQLite creates the -wal and -shm files next to the database, so the
 	// directory must be writable even when the file already exists.
-	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+	if err := writable(dir); err != nil {
 		return fmt.Errorf("directory %s is not writable: %w", dir, err)
 	}
 	return nil

@@ -78,6 +78,14 @@ func Binary(t testing.TB) string {
 	return binary
 }
 
+// NeedsWorkerProcesses skips a test of isolation = "process" where the
+// daemon refuses it (everywhere but Linux).
+func NeedsWorkerProcesses(t testing.TB) {
+	if runtime.GOOS != "linux" {
+		t.Skipf("worker processes need Linux; this is %s", runtime.GOOS)
+	}
+}
+
 // Env is the environment every command of a test shares: its own database
 // and no admin port clash.
 type Env struct {
