@@ -24,6 +24,9 @@ type loader struct {
 	level   *slog.LevelVar
 	log     *slog.Logger
 	copies  *snapshots
+	// world is what tasks reach outside themselves, kept across reloads
+	// (connections, database pools).
+	world *starlarklib.World
 }
 
 func (l *loader) load(context.Context) (engine.Generation, error) {
@@ -39,7 +42,7 @@ func (l *loader) load(context.Context) (engine.Generation, error) {
 		return engine.Generation{}, err
 	}
 	src := sources{}
-	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add})
+	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add, World: l.world})
 	if err == nil {
 		ts, err = selectTasks(ts, s.Tasks)
 	}
@@ -76,6 +79,7 @@ func fixedSettings(was, now settings, file starlarklib.Config) error {
 		{"admin-addr", was.AdminAddr, now.AdminAddr},
 		{"log-format", was.LogFormat, now.LogFormat},
 		{"no-watch", fmt.Sprint(was.NoWatch), fmt.Sprint(now.NoWatch)},
+		{"secrets-dir", was.SecretsDir, now.SecretsDir},
 	} {
 		if f.was == f.now {
 			continue

@@ -53,7 +53,9 @@ func newLoader(c *cli.Context) (*loader, error) {
 	}
 	level := new(slog.LevelVar)
 	level.Set(s.LogLevel)
-	return &loader{c: c, roots: roots, initial: s, level: level, log: newLogger(s, level, c.App.ErrWriter)}, nil
+	world := starlarklib.NewWorld(starlarklib.WorldConfig{SecretsDir: s.SecretsDir})
+	return &loader{c: c, roots: roots, initial: s, level: level, world: world,
+		log: newLogger(s, level, c.App.ErrWriter, world.Redactor)}, nil
 }
 
 // errNoTasks is what run and check say of roots that hold no task.

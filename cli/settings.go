@@ -28,6 +28,7 @@ type settings struct {
 	ThrottleFactor  float64
 	Tasks           []string
 	NoWatch         bool
+	SecretsDir      string
 }
 
 // option is one global flag: its name, default and how to read a value.
@@ -75,6 +76,8 @@ var options = []option{
 			}
 			return nil
 		}},
+	{name: "secrets-dir", usage: "directory of secret files (one per secret, named after it) that secret(name) reads before the environment",
+		apply: func(s *settings, v []string) error { s.SecretsDir = v[0]; return nil }},
 	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change (HUP still reloads)",
 		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},
 }
@@ -166,16 +169,21 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 // newLogger builds the process's logger on w, at level (a reload may
-// change it), or at the settings' level when level is nil.
-func newLogger(s settings, level slog.Leveler, w io.Writer) *slog.Logger {
+// change it), or at the settings' level when level is nil. With a
+// redactor, no line it writes holds a secret a task has read.
+func newLogger(s settings, level slog.Leveler, w io.Writer, redactor ...*starlarklib.Redactor) *slog.Logger {
 	if level == nil {
 		level = s.LogLevel
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if s.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	for _, r := range redactor {
+		h = r.Handler(h)
+	}
+	return slog.New(h)
 }
 
 // configRoots are the directories whose symphony.star applies to commands

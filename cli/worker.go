@@ -53,6 +53,7 @@ func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
 		envName("log-level")+"="+s.LogLevel.String(),
 		envName("shutdown-timeout")+"="+s.ShutdownTimeout.String(),
 		envName("admin-addr")+"=",
+		envName("secrets-dir")+"="+s.SecretsDir,
 	)
 	return func(spec tasks.Spec, oneshot bool) (*exec.Cmd, error) {
 		args := []string{"worker", "--task-name", spec.Name, "--hash", spec.Hash}
@@ -90,10 +91,11 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(s, nil, c.App.ErrWriter).With("worker_pid", os.Getpid())
+	world := starlarklib.NewWorld(starlarklib.WorldConfig{SecretsDir: s.SecretsDir})
+	log := newLogger(s, nil, c.App.ErrWriter, world.Redactor).With("worker_pid", os.Getpid())
 	// From here on a failure is a line of the daemon's log, in its format,
 	// rather than a bare line on the shared standard error.
-	if err := work(c, s, roots, log); err != nil {
+	if err := work(c, s, roots, log, world); err != nil {
 		if errors.Is(err, engine.ErrDeclined) {
 			return cli.Exit("", engine.ExitDeclined)
 		}
@@ -103,7 +105,7 @@ func runWorker(c *cli.Context) error {
 	return nil
 }
 
-func work(c *cli.Context, s settings, roots []string, log *slog.Logger) error {
+func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *starlarklib.World) error {
 	if err := limitMemory(); err != nil {
 		return err
 	}
@@ -113,7 +115,7 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger) error {
 			shown[copyRoot] = root
 		}
 	}
-	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown})
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world})
 	if err != nil {
 		return err
 	}

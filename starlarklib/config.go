@@ -62,6 +62,7 @@ func configParams() map[string]configKind {
 		"throttle_factor":  kindNumber,
 		"task":             kindNames,
 		"no_watch":         kindBool,
+		"secrets_dir":      kindString,
 	}
 }
 
@@ -129,7 +130,7 @@ func (l *loader) config(rt *root) (Config, Errors) {
 	if m.err != nil {
 		return nil, m.errs
 	}
-	prog, calls, err := compile(m.name, m.src, l.env.predeclared)
+	prog, calls, _, err := compile(m.name, m.src, l.env.predeclared)
 	if err != nil {
 		return nil, errorsOf(err, l.pos)
 	}

@@ -172,6 +172,9 @@ func toGoDepth(v starlark.Value, allowBytes bool, depth int) (any, error) {
 		return f, nil
 	case starlark.String:
 		return string(x), nil
+	case secretValue:
+		// What leaves through a conversion shows the placeholder only.
+		return x.String(), nil
 	case starlark.Bytes:
 		if !allowBytes {
 			return nil, fmt.Errorf("cannot encode bytes here: decode them to a string first")

@@ -68,7 +68,8 @@
 //	task(name, subscribe_to, work, routes, queue, work_model, min_workers,
 //	     max_workers, prefetch, timeout, timeout_action, max_attempts,
 //	     retry_delay, max_retry_delay, acknowledge, persistent, isolation,
-//	     idle_timeout, max_steps, max_memory, allow, allow_hosts, file_root)
+//	     idle_timeout, max_steps, max_memory, allow, allow_hosts,
+//	     allow_commands, file_root, databases)
 //	                        register a task; keyword arguments only; at the
 //	                        top level of a task file only (SPEC §2)
 //	scaler(decide, interval = None)
@@ -106,6 +107,14 @@
 //	env(name, default = None)
 //	                        an environment variable, or default
 //	fail(msg)               Starlark's own: fail the run
+//	secret(name)            a secret (see The World)
+//	re, base64, hex, hash, uuid, url, template
+//	                        pure helpers, no grant needed
+//	http, exec, file, sql   capabilities, each granted by allow (see
+//	                        The World)
+//
+// docs/tasks.md is the reference of every builtin, argument, default and
+// error; a test checks that it names every member of every module here.
 //
 // publish and sleep need a delivery: at the top level of a file and in a
 // scaler's decide they are errors. The handler receives meta, a struct
@@ -137,4 +146,46 @@
 // backtrace in its text, and the pool keeps its size. scaler()'s own
 // argument errors stop the file's top level like any runtime error, at
 // the scaler() call's position.
+//
+// # The World
+//
+// Everything a task does outside itself goes through one injected value,
+// the World (Options.World): its HTTPClient, Runner (programs),
+// FileSystem, Databases and SecretStore do the I/O; its CallObserver sees
+// every call; its Redactor knows every secret value read. The modules
+// (http.go, exec.go, file.go, sql.go, secret.go) stay on this side of the
+// seam: they parse arguments, check the task's grants (allow,
+// allow_hosts, allow_commands, file_root, databases), convert values and
+// scrub secrets, then hand the World a plain Go request. So a task test
+// (symphony test) swaps the World's fields for stubs that answer from a
+// table and record each request, and what it checks is exactly what the
+// daemon would have checked. NewWorld is the real one: a guarded HTTP
+// client (every dialled address is checked after DNS, every redirect
+// again), programs in process groups of their own, os.Root directories,
+// database pools kept across reloads, secrets from --secrets-dir and the
+// environment.
+//
+// Every capability call passes through one function (state.begin and
+// call.end in world.go): the grant check, the CallObserver's StartCall
+// and EndCall (symphony_calls_total and symphony_call_duration_seconds;
+// a tracer's span) and the call's debug log line. A refusal (no grant, a
+// host or program not listed, a private address, a path out of
+// file_root) is a call with result "refused".
+//
+// Grants are checked twice: when files load, a capability module named
+// in a task's work function, its routes, or a function of the same file
+// they call, without the grant in allow, is an error at the name's
+// position; when a task runs, every call checks again, so a use the
+// syntax hides (a library function) fails then, naming the task, the
+// module and the allow it needs. A member of a predeclared module that
+// does not exist (hash.sha265) fails the load as an undefined name does.
+//
+// Secrets: secret(name) returns a value that the capabilities and
+// hash.hmac use as its text and that everything else (str, print, log,
+// json.encode, publish, errors) shows as <secret NAME>; secret + str
+// stays a secret. Besides, every value read is added to the Redactor,
+// which scrubs it (if at least 4 bytes long) from a failed run's error
+// and backtrace, a retry's reason, published bodies and headers and,
+// through Redactor.Handler, every log line: a value that comes back from
+// the world (a server echoing it) does not leak either.
 package starlarklib

@@ -83,6 +83,7 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 	st := &state{
 		phase:   phaseRun,
 		ctx:     ctx,
+		task:    h.def,
 		logger:  h.env.logger,
 		logWith: []any{"task", spec.Name, "message_id", d.MessageID, "attempt", d.Attempt},
 	}
@@ -90,6 +91,7 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 	b := bound(ctx, th, spec.MaxSteps, fmt.Sprintf("step limit exceeded (max_steps = %d)", spec.MaxSteps))
 	defer b.stop()
 
+	redactor := h.env.world.Redactor
 	fail := func(err error) tasks.Result {
 		r := tasks.Result{Verdict: tasks.Failed}
 		causes := b.causes(err)
@@ -97,9 +99,9 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 		var eval *starlark.EvalError
 		if errors.As(err, &eval) {
 			msg = eval.Msg
-			r.Backtrace = eval.Backtrace()
+			r.Backtrace = redactor.Redact(eval.Backtrace())
 		}
-		r.Err = &runError{msg: msg, causes: causes}
+		r.Err = &runError{msg: redactor.Redact(msg), causes: causes}
 		return r
 	}
 
@@ -118,7 +120,7 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 		if err != nil {
 			return fail(err)
 		}
-		return verdict(v, st)
+		return redactor.result(verdict(v, st))
 	}
 	matched := false
 	for _, r := range def.routes {
@@ -131,13 +133,30 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 			return fail(err)
 		}
 		if res := verdict(v, st); res.Verdict != tasks.Succeeded {
-			return res
+			return redactor.result(res)
 		}
 	}
 	if !matched {
 		st.log().DebugContext(ctx, "no route matches the routing key", "routing_key", d.RoutingKey)
 	}
-	return tasks.Result{Verdict: tasks.Succeeded, Publications: st.publications}
+	return redactor.result(tasks.Result{Verdict: tasks.Succeeded, Publications: st.publications})
+}
+
+// result scrubs secret values from what a run hands the engine: a retry's
+// reason and the messages it publishes (their bodies and headers).
+func (r *Redactor) result(res tasks.Result) tasks.Result {
+	res.Reason = r.Redact(res.Reason)
+	for i := range res.Publications {
+		p := &res.Publications[i]
+		p.Body = r.RedactBytes(p.Body)
+		p.RoutingKey = r.Redact(p.RoutingKey)
+		for k, v := range p.Headers {
+			if s, ok := v.(string); ok {
+				p.Headers[k] = r.Redact(s)
+			}
+		}
+	}
+	return res
 }
 
 // verdict reads a handler's return value: retry(...) asks for a retry,

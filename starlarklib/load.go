@@ -37,6 +37,13 @@ type Options struct {
 	// Shown renames tasks roots in positions and errors: a root given as a
 	// key is shown as its value.
 	Shown map[string]string
+	// World is what tasks' capability calls and secret() reach; nil means
+	// a real one with the environment's secrets and no databases
+	// (NewWorld(WorldConfig{})).
+	World *World
+	// Databases are the names config(databases = ...) gave, which
+	// task(databases = ...) may list.
+	Databases []string
 }
 
 // DefaultMaxLoadSteps is the step budget of one file's top level: far more
@@ -115,6 +122,8 @@ type environment struct {
 	maxLoadSteps uint64
 	sources      func(root, rel string, src []byte)
 	shown        map[string]string
+	world        *World
+	databases    []string
 }
 
 func newEnvironment(opts Options) *environment {
@@ -124,6 +133,16 @@ func newEnvironment(opts Options) *environment {
 		maxLoadSteps: opts.MaxLoadSteps,
 		sources:      opts.Sources,
 		shown:        opts.Shown,
+		world:        opts.World,
+		databases:    opts.Databases,
+	}
+	if env.world == nil {
+		env.world = NewWorld(WorldConfig{LookupEnv: opts.LookupEnv})
+	}
+	if env.world.Redactor == nil {
+		w := *env.world
+		w.Redactor = NewRedactor()
+		env.world = &w
 	}
 	if env.logger == nil {
 		env.logger = slog.New(slog.DiscardHandler)
@@ -388,10 +407,13 @@ func (l *loader) module(rt *root, p string) (*module, error) {
 // compile parses and resolves one file in the symphony dialect. It also
 // maps every call's '(' to the start of the call, so that errors point at
 // "task" in `task(`, as people read it, not at the parenthesis.
-func compile(name string, src []byte, predeclared starlark.StringDict) (*starlark.Program, map[[2]int32]syntax.Position, error) {
+//
+// It also checks members of predeclared modules and collects what each
+// top-level statement refers to (see check.go).
+func compile(name string, src []byte, predeclared starlark.StringDict) (*starlark.Program, map[[2]int32]syntax.Position, *fileRefs, error) {
 	f, err := dialect().Parse(name, src, 0)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	calls := map[[2]int32]syntax.Position{}
 	syntax.Walk(f, func(n syntax.Node) bool {
@@ -402,9 +424,13 @@ func compile(name string, src []byte, predeclared starlark.StringDict) (*starlar
 	})
 	prog, err := starlark.FileProgram(f, predeclared.Has)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return prog, calls, nil
+	refs, errs := analyze(f, predeclared)
+	if len(errs) > 0 {
+		return nil, nil, nil, errs
+	}
+	return prog, calls, refs, nil
 }
 
 // callPos is the position of the call that the frame at depth 1 (the
@@ -428,7 +454,7 @@ func (l *loader) exec(m *module) {
 		m.state = done
 	}()
 
-	prog, calls, err := compile(m.name, m.src, l.env.predeclared)
+	prog, calls, refs, err := compile(m.name, m.src, l.env.predeclared)
 	if err != nil {
 		m.err = err
 		m.errs = append(m.errs, errorsOf(err, l.pos)...)
@@ -447,6 +473,7 @@ func (l *loader) exec(m *module) {
 	g.Freeze()
 	for _, d := range m.tasks {
 		d.freeze()
+		m.errs = append(m.errs, d.checkGrants(refs, l.pos)...)
 	}
 	m.globals = g
 	if err != nil {

@@ -258,13 +258,69 @@ task(name = "b", queue = "a", subscribe_to = ["y"], work = work)`},
 			Options{}, []loadError{{"a.star:3:1", `task: max_memory: "lots" is not a size`}}},
 		{"unknown capability",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["http", "net"])`},
-			Options{}, []loadError{{"a.star:3:1", `task: allow: unknown capability "net": use "http", "exec" or "file"`}}},
+			Options{}, []loadError{{"a.star:3:1", `task: allow: unknown capability "net": use "http", "exec", "file" or "sql"`}}},
+		{"exec without allow_commands",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["exec"])`},
+			Options{}, []loadError{{"a.star:3:1", `task: allow = ["exec"] needs allow_commands`}}},
+		{"allow_commands without exec",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow_commands = ["ls"])`},
+			Options{}, []loadError{{"a.star:3:1", `task: allow_commands limits exec: it needs "exec" in allow`}}},
+		{"file without file_root",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["file"])`},
+			Options{}, []loadError{{"a.star:3:1", `task: allow = ["file"] needs file_root`}}},
+		{"sql without databases",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["sql"])`},
+			Options{}, []loadError{{"a.star:3:1", `task: allow = ["sql"] needs databases`}}},
+		{"a database config() does not name",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["sql"], databases = ["main", "other"])`},
+			Options{Databases: []string{"main"}}, []loadError{{"a.star:3:1", `task: databases: no database "other" in config(databases = ...); the databases are main`}}},
+		{"a database without config",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["sql"], databases = ["main"])`},
+			Options{}, []loadError{{"a.star:3:1", `task: databases: no database "main": name it in symphony.star with config(databases = {"main": "postgres://..."})`}}},
+		{"a module used without its grant",
+			map[string]string{"a.star": `def helper(url):
+    return http.get(url)
+def work(p, m):
+    return helper(p["url"])
+task(subscribe_to = ["x"], work = work)`},
+			Options{}, []loadError{{"a.star:2:12", `task a uses http here, but its allow does not grant it: add allow = ["http"] to its task() at ROOT/a.star:5:1`}}},
+		{"a module used by one route without its grant",
+			map[string]string{"a.star": `def ok(p, m):
+    return True
+def run(p, m):
+    return exec.run(["ls"])
+task(routes = {"a": ok, "b": run}, allow = ["http"])`},
+			Options{}, []loadError{{"a.star:4:12", `task a uses exec here, but its allow does not grant it: add allow = ["exec"] to its task() at ROOT/a.star:5:1`}}},
+		{"a module member that does not exist",
+			map[string]string{"a.star": `def work(p, m):
+    return hash.sha265(p)
+task(subscribe_to = ["x"], work = work)`},
+			Options{}, []loadError{{"a.star:2:17", `hash has no member sha265 (did you mean hash.sha256?)`}}},
+		{"a misspelt member of every module",
+			map[string]string{"a.star": `def work(p, m):
+    return [json.encod(p), log.inf, re.fnd_all, base64.encoder, uuid.v5, url.parser, template.rendr, hex.encod]
+task(subscribe_to = ["x"], work = work)`},
+			Options{}, []loadError{
+				{"a.star:2:18", `json has no member encod (did you mean json.encode?)`},
+				{"a.star:2:32", `log has no member inf (did you mean log.info?)`},
+				{"a.star:2:40", `re has no member fnd_all (did you mean re.find_all?)`},
+				{"a.star:2:56", `base64 has no member encoder (did you mean base64.encode?)`},
+				{"a.star:2:70", `uuid has no member v5; its members are v4, v7`},
+				{"a.star:2:78", `url has no member parser (did you mean url.parse?)`},
+				{"a.star:2:95", `template has no member rendr (did you mean template.render?)`},
+				{"a.star:2:106", `hex has no member encod (did you mean hex.encode?)`},
+			}},
 		{"allow_hosts without http",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow_hosts = ["api.example.com"])`},
 			Options{}, []loadError{{"a.star:3:1", `task: allow_hosts limits http: it needs "http" in allow`}}},
 		{"allow_hosts with a URL",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["http"], allow_hosts = ["https://x.com/"])`},
-			Options{}, []loadError{{"a.star:3:1", `task: allow_hosts: "https://x.com/" is not a host name`}}},
+			Options{}, []loadError{{"a.star:3:1", `task: allow_hosts: "https://x.com/" is not a host: write the host without a scheme`}}},
+		{"allow_hosts with a misplaced wildcard",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, allow = ["http"], allow_hosts = ["api.*.com", "x.com:99999"])`},
+			Options{}, []loadError{
+				{"a.star:3:1", `task: allow_hosts: "api.*.com" is not a host: a wildcard stands only at the start`},
+				{"a.star:3:1", `task: allow_hosts: "x.com:99999" is not a host: the port must be a number from 1 to 65535`}}},
 		{"file_root without file",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, file_root = "data")`},
 			Options{}, []loadError{{"a.star:3:1", `task: file_root confines file: it needs "file" in allow`}}},

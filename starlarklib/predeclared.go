@@ -10,7 +10,9 @@ import (
 
 // predeclared returns the names every symphony file sees besides
 // Starlark's universe (fail, print, len, ...), frozen. doc.go lists them.
+// Each call makes its own cache of re's compiled patterns.
 func predeclared() starlark.StringDict {
+	patterns := &reCache{}
 	d := starlark.StringDict{
 		"task":    starlark.NewBuiltin("task", taskBuiltin),
 		"config":  starlark.NewBuiltin("config", configBuiltin),
@@ -24,6 +26,18 @@ func predeclared() starlark.StringDict {
 		"sleep":   starlark.NewBuiltin("sleep", sleepBuiltin),
 		"env":     starlark.NewBuiltin("env", envBuiltin),
 		"scaler":  starlark.NewBuiltin("scaler", scalerBuiltin),
+		"secret":  starlark.NewBuiltin("secret", secretBuiltin),
+
+		"http": httpModule(),
+		"exec": execModule(),
+
+		"re":       reModule(patterns),
+		"base64":   base64Module(),
+		"hex":      hexModule(),
+		"hash":     newHashModule(),
+		"uuid":     uuidModule(),
+		"url":      urlModule(),
+		"template": templateModule(),
 	}
 	d.Freeze()
 	return d

@@ -125,7 +125,7 @@ func (s *scaler) Decide(ctx context.Context, stats tasks.Stats) (int, error) {
 
 	v, err := starlark.Call(th, s.decide, starlark.Tuple{statsValue(stats)}, nil)
 	if err != nil {
-		return 0, &runError{msg: "decide: " + withBacktrace(err), causes: b.causes(err)}
+		return 0, &runError{msg: s.env.world.Redactor.Redact("decide: " + withBacktrace(err)), causes: b.causes(err)}
 	}
 	n, ok := v.(starlark.Int)
 	if !ok {

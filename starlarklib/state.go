@@ -41,6 +41,8 @@ type state struct {
 	logWith []any
 	env     *environment
 
+	// task is the task whose delivery runs (run phase): its grants.
+	task *taskDef
 	// mod is the file whose top level runs (load, config and exec phases).
 	mod *module
 	// rerun collects the tasks a oneshot file registers when it runs anew.
@@ -106,6 +108,14 @@ func notDuringLoad(name string, st *state) string {
 		return name + ": not available in a scaler's decide function: it works only while a task handles a message"
 	}
 	return name + ": not available at the top level of a file: it works only while a task handles a message (call it from the work function)"
+}
+
+// world is what capability calls and secret() reach.
+func (st *state) world() *World {
+	if st.env != nil {
+		return st.env.world
+	}
+	return NewWorld(WorldConfig{})
 }
 
 // lookupEnv is what env() reads.

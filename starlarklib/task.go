@@ -52,7 +52,7 @@ func taskParams() []string {
 		"min_workers", "max_workers", "prefetch", "timeout", "timeout_action",
 		"max_attempts", "retry_delay", "max_retry_delay", "acknowledge",
 		"persistent", "isolation", "idle_timeout", "max_steps", "max_memory",
-		"allow", "allow_hosts", "file_root", "max_priority",
+		"allow", "allow_hosts", "allow_commands", "file_root", "databases", "max_priority",
 	}
 }
 
@@ -82,7 +82,7 @@ func taskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		st.mod.errs = append(st.mod.errs, Error{Pos: pos, Msg: msg})
 		return starlark.None, nil
 	}
-	def, errs := parseTask(st.mod, pos, args, kwargs)
+	def, errs := parseTask(st.mod, pos, st.env.databases, args, kwargs)
 	if st.phase == phaseExec {
 		if len(errs) > 0 {
 			return nil, errs
@@ -100,7 +100,8 @@ func taskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 }
 
 // parseTask validates one task() call's arguments into a taskDef.
-func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tuple) (*taskDef, Errors) {
+// databases are the names config(databases = ...) gave.
+func parseTask(m *module, pos string, databases []string, args starlark.Tuple, kwargs []starlark.Tuple) (*taskDef, Errors) {
 	a := newArgSet("task", pos, taskParams(), args, kwargs)
 
 	stem := strings.TrimSuffix(path.Base(m.rel), ".star")
@@ -225,34 +226,7 @@ func parseTask(m *module, pos string, args starlark.Tuple, kwargs []starlark.Tup
 		}
 	}
 
-	// Capabilities.
-	if a.strings("allow", &spec.Allow) {
-		for _, c := range spec.Allow {
-			if !slices.Contains([]string{"http", "exec", "file"}, c) {
-				a.errorf("allow: unknown capability %q: use \"http\", \"exec\" or \"file\"", c)
-			}
-		}
-	}
-	if a.strings("allow_hosts", &spec.AllowHosts) {
-		if !slices.Contains(spec.Allow, "http") {
-			a.errorf("allow_hosts limits http: it needs \"http\" in allow")
-		}
-		for _, h := range spec.AllowHosts {
-			if h == "" || strings.ContainsAny(h, "/ ") {
-				a.errorf("allow_hosts: %q is not a host name: give names such as \"api.example.com\" (no scheme, no path)", h)
-			}
-		}
-	}
-	if a.str("file_root", &spec.FileRoot) {
-		switch {
-		case !slices.Contains(spec.Allow, "file"):
-			a.errorf("file_root confines file: it needs \"file\" in allow")
-		case spec.FileRoot == "":
-			a.errorf("file_root is empty: give a directory (relative paths are relative to the tasks root)")
-		case !filepath.IsAbs(spec.FileRoot):
-			spec.FileRoot = filepath.Join(m.root.abs, spec.FileRoot)
-		}
-	}
+	a.capabilities(&spec, m.root, databases)
 
 	if def.scaler != nil {
 		spec.Scaler = newScaler(*def.scaler, &spec)
@@ -461,4 +435,70 @@ func suggestName(stem string) string {
 		return "my_task"
 	}
 	return b.String()
+}
+
+// capabilities reads allow and the settings of each capability: a grant
+// without what it needs (exec without allow_commands, file without
+// file_root, sql without databases) is as much an error as a setting
+// without its grant.
+func (a *argSet) capabilities(spec *tasks.Spec, rt *root, databases []string) {
+	caps := tasks.Capabilities()
+	if a.strings("allow", &spec.Allow) {
+		for _, c := range spec.Allow {
+			if !slices.Contains(caps, c) {
+				a.errorf("allow: unknown capability %q: use %s", c, quoteList(caps))
+			}
+		}
+	}
+	granted := func(c string) bool { return slices.Contains(spec.Allow, c) }
+	if a.strings("allow_hosts", &spec.AllowHosts) {
+		if !granted(tasks.CapHTTP) {
+			a.errorf("allow_hosts limits http: it needs \"http\" in allow")
+		}
+		for _, h := range spec.AllowHosts {
+			if err := validHostPattern(h); err != nil {
+				a.errorf("allow_hosts: %v", err)
+			}
+		}
+	}
+	if a.strings("allow_commands", &spec.AllowCommands) {
+		if !granted(tasks.CapExec) {
+			a.errorf("allow_commands limits exec: it needs \"exec\" in allow")
+		}
+		for _, c := range spec.AllowCommands {
+			if c == "" || strings.ContainsRune(c, 0) {
+				a.errorf("allow_commands: %q is not a program: give names such as \"convert\" (found in PATH) or paths such as \"/usr/bin/convert\"", c)
+			}
+		}
+	} else if granted(tasks.CapExec) {
+		a.errorf("allow = [\"exec\"] needs allow_commands: list the programs the task may run, such as allow_commands = [\"convert\"]")
+	}
+	if a.str("file_root", &spec.FileRoot) {
+		switch {
+		case !granted(tasks.CapFile):
+			a.errorf("file_root confines file: it needs \"file\" in allow")
+		case spec.FileRoot == "":
+			a.errorf("file_root is empty: give a directory (relative paths are relative to the tasks root)")
+		case !filepath.IsAbs(spec.FileRoot):
+			spec.FileRoot = filepath.Join(rt.abs, spec.FileRoot)
+		}
+	} else if granted(tasks.CapFile) {
+		a.errorf("allow = [\"file\"] needs file_root: give the directory the task may read and write, such as file_root = \"data\"")
+	}
+	if a.strings("databases", &spec.Databases) {
+		if !granted(tasks.CapSQL) {
+			a.errorf("databases limits sql: it needs \"sql\" in allow")
+		}
+		for _, d := range spec.Databases {
+			if !slices.Contains(databases, d) {
+				if len(databases) == 0 {
+					a.errorf("databases: no database %q: name it in symphony.star with config(databases = {%q: \"postgres://...\"})", d, d)
+				} else {
+					a.errorf("databases: no database %q in config(databases = ...); the databases are %s", d, strings.Join(databases, ", "))
+				}
+			}
+		}
+	} else if granted(tasks.CapSQL) {
+		a.errorf("allow = [\"sql\"] needs databases: list the databases of config(databases = ...) the task may use, such as databases = [\"main\"]")
+	}
 }

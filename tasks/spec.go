@@ -121,12 +121,16 @@ type Spec struct {
 	MaxSteps uint64
 	// MaxMemory bounds a worker process, in bytes; zero means none.
 	MaxMemory int64
-	// Allow lists the capabilities granted: "http", "exec", "file".
+	// Allow lists the capabilities granted: "http", "exec", "file", "sql".
 	Allow []string
-	// AllowHosts limits "http" to these hosts; empty means any.
+	// AllowHosts limits "http" to these hosts; empty means any public host.
 	AllowHosts []string
+	// AllowCommands are the programs "exec" may run.
+	AllowCommands []string
 	// FileRoot confines "file" to this directory.
 	FileRoot string
+	// Databases are the databases "sql" may use, by name.
+	Databases []string
 	// MaxPriority, from 1 to 10, makes the queue take message priorities
 	// 0..MaxPriority, higher first; zero means the queue takes none.
 	MaxPriority int
