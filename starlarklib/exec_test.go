@@ -128,6 +128,12 @@ task(subscribe_to = ["#"], work = work, allow = ["exec"], allow_commands = ["sh"
 		if err != nil || pid <= 0 {
 			t.Fatalf("%s: no pid written: %v %q", c.script, err, b)
 		}
+		// KILL is delivered at once but takes effect when the process is
+		// next scheduled: on a loaded machine, a moment later. It is not
+		// our child, so there is nothing to wait on but its state.
+		for deadline := time.Now().Add(5 * time.Second); alive(pid) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if alive(pid) {
 			t.Errorf("%s: process %d is still running", c.script, pid)
 			syscall.Kill(pid, syscall.SIGKILL)
