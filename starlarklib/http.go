@@ -154,7 +154,7 @@ func buildRequest(fn string, spec tasks.Spec, method string, u *url.URL, perr er
 	case body != starlark.None:
 		data, ok := dataOf(body)
 		if !ok {
-			return nil, fmt.Errorf("%s: body must be str or bytes, got %s: for a dict use json = ... or form = ...", fn, body.Type())
+			return nil, fmt.Errorf("%s: body must be str or bytes, got %s: send a dict with json = or form =", fn, body.Type())
 		}
 		req.Body = data
 	case jsonBody != starlark.None:
