@@ -23,6 +23,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/symphony-go/symphony/schedule"
 	"github.com/symphony-go/symphony/tasks"
 )
 
@@ -182,6 +183,10 @@ type Broker interface {
 	// DeadLetters lists, shows, replays and purges dead letters.
 	DeadLetters() DeadLetters
 
+	// Schedules claims the ticks of schedules once across every process
+	// sharing the broker.
+	Schedules() Schedules
+
 	// Connected reports whether the broker can be reached now.
 	Connected() bool
 
@@ -240,4 +245,38 @@ func Redact(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// ErrTickTaken is returned by Lead.Swap when the schedule's record is no
+// longer the one read: another process fired the tick, or restarted the
+// schedule, meanwhile. Nothing was published.
+var ErrTickTaken = errors.New("the schedule's record changed meanwhile: another process fired the tick")
+
+// Schedules hands out the right to fire a schedule's ticks. A schedule is
+// named by its task; its record (the last tick fired, under which
+// schedule) lives on the broker, so that a tick fires once whichever
+// process fires it, and a process that starts later knows what was fired.
+type Schedules interface {
+	// Lead blocks until this process may fire the ticks of the schedule
+	// name, or ctx ends. On the embedded broker every process may at once
+	// (Swap is a transaction that only one wins); on RabbitMQ one process
+	// at a time holds the record.
+	Lead(ctx context.Context, name string) (Lead, error)
+}
+
+// Lead is the right to fire a schedule's ticks, while it lasts.
+type Lead interface {
+	// Record returns the schedule's record, the zero Record when no
+	// process ever ran it.
+	Record(ctx context.Context) (schedule.Record, error)
+	// Swap replaces the record old with new and, if msg is not nil,
+	// publishes msg to the exchange with routing key key, as one step:
+	// both happen or neither does, also when the process dies in between.
+	// It returns ErrTickTaken when the record is no longer old.
+	Swap(ctx context.Context, old, new schedule.Record, key string, msg *message.Message) error
+	// Lost is closed when the lead ends without Release (its connection
+	// dropped); the caller then asks for a new one.
+	Lost() <-chan struct{}
+	// Release gives the lead up.
+	Release()
 }

@@ -85,6 +85,10 @@ const (
 	// modeHold subscribes to QUEUE with prefetch COUNT, receives one
 	// message, prints "holding <uuid>" and waits to be killed.
 	modeHold = "hold"
+	// modeLead leads the schedule named QUEUE, moves its record from none
+	// to a tick at COUNT seconds, publishing the tick with KEY, prints
+	// "fired" and waits to be killed.
+	modeLead = "lead"
 )
 
 // Main is the TestMain of a broker's test package: in a child process
@@ -144,6 +148,27 @@ func child(mode string, h Harness) int {
 		}
 		// Wait for the parent's SIGKILL; exit on our own only if it
 		// never comes, so an orphan does not linger.
+		time.Sleep(5 * patience)
+		return 2
+	case modeLead:
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		l, err := b.Schedules().Lead(ctx, os.Getenv(envQueue))
+		if err != nil {
+			return fail("lead", err)
+		}
+		old, err := l.Record(ctx)
+		if err != nil {
+			return fail("read record", err)
+		}
+		msg, err := newMessage(os.Getenv(envKey), []byte("tick"))
+		if err != nil {
+			return fail("build message", err)
+		}
+		if err := l.Swap(ctx, old, tickRecord(n), os.Getenv(envKey), msg); err != nil {
+			return fail("fire", err)
+		}
+		fmt.Println("fired")
 		time.Sleep(5 * patience)
 		return 2
 	}

@@ -47,6 +47,8 @@ func cases() []testCase {
 		{"PriorityOrder", testPriorityOrder},
 		{"PriorityNeedsMaxPriority", testPriorityNeedsMaxPriority},
 		{"DeclareRefusesPriorityChange", testDeclareRefusesPriorityChange},
+		{"ScheduleRecord", testScheduleRecord},
+		{"ScheduleLeaderKilled", testScheduleLeaderKilled},
 	}
 }
 

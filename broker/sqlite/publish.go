@@ -96,43 +96,51 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 		}
 		rows[i] = s
 	}
-	prioritized := slices.ContainsFunc(rows, func(s stored) bool { return s.priority > 0 })
 	var queues []int64
-	ctx := context.Background()
-	err := b.write(ctx, true, false, func(ctx context.Context, w *writer) error {
-		routes, err := b.route(ctx, w, topic)
-		if err != nil {
-			return err
-		}
-		if len(routes) == 0 {
-			return broker.ErrUnroutable
-		}
-		var plain []string
-		for _, r := range routes {
-			queues = append(queues, r.id)
-			if r.maxPriority == 0 {
-				plain = append(plain, r.name)
-			}
-		}
-		if prioritized && len(plain) > 0 {
-			return fmt.Errorf("%w: queue %s; set max_priority on its task, or publish without a priority",
-				broker.ErrNoPriority, strings.Join(plain, ", "))
-		}
-		t := now()
-		for _, s := range rows {
-			for _, q := range queues {
-				if err := insert(ctx, w, q, topic, s, t+s.delay.Nanoseconds()); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	err := b.write(context.Background(), true, false, func(ctx context.Context, w *writer) error {
+		var err error
+		queues, err = b.store(ctx, w, topic, rows)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("publish %q: %w", topic, err)
 	}
 	b.notify.wake(queues...)
 	return nil
+}
+
+// store routes rows by topic and stores a copy on every queue they go to,
+// inside the caller's transaction, and returns those queues.
+func (b *Broker) store(ctx context.Context, w *writer, topic string, rows []stored) ([]int64, error) {
+	routes, err := b.route(ctx, w, topic)
+	if err != nil {
+		return nil, err
+	}
+	if len(routes) == 0 {
+		return nil, broker.ErrUnroutable
+	}
+	prioritized := slices.ContainsFunc(rows, func(s stored) bool { return s.priority > 0 })
+	var plain []string
+	ids := make([]int64, 0, len(routes))
+	for _, r := range routes {
+		ids = append(ids, r.id)
+		if r.maxPriority == 0 {
+			plain = append(plain, r.name)
+		}
+	}
+	if prioritized && len(plain) > 0 {
+		return nil, fmt.Errorf("%w: queue %s; set max_priority on its task, or publish without a priority",
+			broker.ErrNoPriority, strings.Join(plain, ", "))
+	}
+	t := now()
+	for _, s := range rows {
+		for _, q := range ids {
+			if err := insert(ctx, w, q, topic, s, t+s.delay.Nanoseconds()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ids, nil
 }
 
 // routed is a queue a message goes to.

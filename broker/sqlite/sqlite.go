@@ -66,7 +66,7 @@ const (
 )
 
 // schemaVersion is PRAGMA user_version of a database this package wrote.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // Options are the settings that do not come from the DSN.
 type Options struct {

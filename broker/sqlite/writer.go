@@ -12,6 +12,10 @@ import (
 // leasing, renewing and releasing rewrite small rows only, never a payload:
 // messages holds what changes, bodies what does not (same id).
 //
+// ticks holds each schedule's record: the last tick fired (unix ns) and
+// the schedule it was fired under. budgets holds each rate limit's
+// theoretical arrival time (unix ns), see Budgets.
+//
 // Only messages with a priority are in messages_priority, so a queue
 // without priorities pays nothing for it: a priority queue leases from
 // that index first, then from messages_ready for priority 0.
@@ -76,6 +80,19 @@ CREATE TABLE IF NOT EXISTS dead (
 	dead_at     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_queue ON dead (exchange, queue, id);
+CREATE TABLE IF NOT EXISTS ticks (
+	exchange TEXT NOT NULL,
+	name     TEXT NOT NULL,
+	schedule TEXT NOT NULL,
+	last     INTEGER NOT NULL,
+	PRIMARY KEY (exchange, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS budgets (
+	exchange TEXT NOT NULL,
+	name     TEXT NOT NULL,
+	tat      INTEGER NOT NULL,
+	PRIMARY KEY (exchange, name)
+) WITHOUT ROWID;
 `
 
 // upgrade1 brings a version 1 database to version 2, before schema runs.
@@ -154,7 +171,9 @@ func (w *writer) migrate(ctx context.Context, b *Broker) error {
 		return nil
 	}
 	return w.tx(ctx, func(ctx context.Context) error {
-		// Version 1 had no priorities; the tables it had keep their rows.
+		// Version 1 had no priorities, version 2 no ticks and budgets
+		// (schema creates the tables it lacks); the tables it had keep
+		// their rows.
 		if version == 1 {
 			if _, err := w.conn.ExecContext(ctx, upgrade1); err != nil {
 				return fmt.Errorf("upgrade schema from version 1: %w", err)
