@@ -5,6 +5,9 @@ package main
 
 import (
 	"os"
+	// Schedules name time zones; a machine without the tz database (a
+	// scratch container, Windows) still knows them.
+	_ "time/tzdata"
 
 	"github.com/symphony-go/symphony/cli"
 )

@@ -80,6 +80,7 @@ func fixedSettings(was, now settings, file starlarklib.Config) error {
 		{"log-format", was.LogFormat, now.LogFormat},
 		{"no-watch", fmt.Sprint(was.NoWatch), fmt.Sprint(now.NoWatch)},
 		{"secrets-dir", was.SecretsDir, now.SecretsDir},
+		{"timezone", was.Timezone.String(), now.Timezone.String()},
 	} {
 		if f.was == f.now {
 			continue

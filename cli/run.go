@@ -132,6 +132,7 @@ func run(c *cli.Context) error {
 		Version:         versionString(),
 		Spawn:           spawner(roots, s, l.copies),
 		Load:            l.load,
+		Location:        s.Timezone,
 	}, gen.Tasks)
 	if err != nil {
 		return err
@@ -205,8 +206,15 @@ func checkCommand() *cli.Command {
 				if s.MinWorkers != s.MaxWorkers {
 					workers = fmt.Sprintf("%d..%d", s.MinWorkers, s.MaxWorkers)
 				}
-				fmt.Fprintf(w, "%s\tqueue=%s\tpatterns=%s\twork_model=%s\tworkers=%s\tfile=%s\n",
-					s.Name, s.Queue, strings.Join(s.Patterns, ","), s.WorkModel, workers, s.File)
+				extra := ""
+				if s.Schedule != "" {
+					extra += fmt.Sprintf("\tschedule=%q", s.Schedule)
+				}
+				if s.MaxPriority > 0 {
+					extra += fmt.Sprintf("\tmax_priority=%d", s.MaxPriority)
+				}
+				fmt.Fprintf(w, "%s\tqueue=%s\tpatterns=%s\twork_model=%s\tworkers=%s\tfile=%s%s\n",
+					s.Name, s.Queue, strings.Join(s.Patterns, ","), s.WorkModel, workers, s.File, extra)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "%d tasks OK\n", len(gen.Tasks))
 			return nil

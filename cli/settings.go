@@ -29,6 +29,8 @@ type settings struct {
 	Tasks           []string
 	NoWatch         bool
 	SecretsDir      string
+	// Timezone is the zone of schedules; nil until resolved (local).
+	Timezone *time.Location
 }
 
 // option is one global flag: its name, default and how to read a value.
@@ -78,6 +80,13 @@ var options = []option{
 		}},
 	{name: "secrets-dir", usage: "directory of secret files (one per secret, named after it) that secret(name) reads before the environment",
 		apply: func(s *settings, v []string) error { s.SecretsDir = v[0]; return nil }},
+	{name: "timezone", value: "Local", usage: "time zone of schedules, e.g. Europe/Paris or UTC (default: the machine's)",
+		apply: func(s *settings, v []string) (err error) {
+			if s.Timezone, err = time.LoadLocation(v[0]); err != nil {
+				return fmt.Errorf("time zone %q: use a name of the tz database, such as UTC or Europe/Paris", v[0])
+			}
+			return nil
+		}},
 	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change (HUP still reloads)",
 		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},
 }

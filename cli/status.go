@@ -94,7 +94,36 @@ func showStatus(c *cli.Context) error {
 			t.Workers.Now, t.Workers.Min, t.Workers.Max, t.Workers.Busy, t.QueueDepth,
 			t.Messages["ack"], t.Messages["retry"], t.Messages["dead"], throttleText(t.Throttle), last)
 	}
+	header := false
+	for _, t := range st.Tasks {
+		sc := t.Schedule
+		if sc == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "\nSCHEDULE OF\tEXPRESSION\tNEXT TICK\tLAST TICK\tFIRED HERE")
+			header = true
+		}
+		leading := "no (another daemon leads)"
+		if sc.Leading {
+			leading = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, sc.Expression, tickText(sc.Next), tickText(sc.Last), leading)
+	}
 	return tw.Flush()
+}
+
+// tickText shows a tick in the local zone with how far it is from now.
+func tickText(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	d := time.Until(*t).Round(time.Second)
+	when := "in " + d.String()
+	if d < 0 {
+		when = (-d).String() + " ago"
+	}
+	return t.Local().Format(time.DateTime) + " (" + when + ")"
 }
 
 func throttleText(seconds float64) string {

@@ -78,6 +78,8 @@ type TaskStatus struct {
 	Draining    int            `json:"draining"`
 	Messages    map[string]int `json:"messages"`
 	LastError   *Failure       `json:"last_error"`
+	// Schedule is the task's schedule, if it has one.
+	Schedule *ScheduleStatus `json:"schedule,omitempty"`
 }
 
 // WorkerCount is a pool's size, how many of its workers are busy, and its
@@ -136,6 +138,7 @@ func (e *Engine) Status() Status {
 			Draining:    draining[name],
 			Messages:    state.messages(),
 			LastError:   last,
+			Schedule:    state.tick.status(),
 		})
 	}
 	return s

@@ -59,6 +59,9 @@ type Config struct {
 	Spawn Spawner
 	// Load loads the next generation for Reload, off to the side.
 	Load Loader
+	// Location is the time zone of schedules (cron expressions without
+	// CRON_TZ=). Defaults to the local zone.
+	Location *time.Location
 }
 
 // Generation is one load of what the engine runs: the tasks, and the
@@ -102,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ThrottleFactor <= 0 {
 		c.ThrottleFactor = 1
+	}
+	if c.Location == nil {
+		c.Location = time.Local
 	}
 	return c
 }

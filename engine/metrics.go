@@ -16,6 +16,10 @@ type metrics struct {
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
+
+	ticks    *prometheus.CounterVec
+	nextTick *prometheus.GaugeVec
+	lastTick *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,8 +57,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "symphony_last_reload_success",
 			Help: "1 if the last reload succeeded (or none happened yet), 0 if it failed.",
 		}),
+		ticks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "symphony_schedule_ticks_total",
+			Help: "Ticks of each task's schedule that this daemon fired (each tick is fired by one daemon of all that share the broker).",
+		}, []string{"task"}),
+		nextTick: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "symphony_schedule_next_tick_timestamp_seconds",
+			Help: "When each task's schedule ticks next, in Unix seconds.",
+		}, []string{"task"}),
+		lastTick: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "symphony_schedule_last_tick_timestamp_seconds",
+			Help: "The last tick of each task's schedule this daemon knows of (fired or handled), in Unix seconds.",
+		}, []string{"task"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts, m.restarts, m.reloads, m.lastReload} {
+	for _, c := range []prometheus.Collector{m.messages, m.duration, m.workers, m.depth, m.timeouts, m.restarts, m.reloads, m.lastReload,
+		m.ticks, m.nextTick, m.lastTick} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -25,6 +25,8 @@ type taskState struct {
 
 	mu      sync.Mutex
 	lastErr *Failure
+
+	tick tickState
 }
 
 // messages are the task's counts by outcome name, for status.
@@ -198,6 +200,17 @@ func (p *pool) loop(intake, hard context.Context) {
 		p.start(intake, hard, "min_workers")
 	}
 	p.publishView(p.sample(intake, time.Now()))
+	if p.task.Spec.Schedule == "" {
+		p.state.tick.clear()
+	} else {
+		if s, err := newScheduler(p); err != nil {
+			p.log.Error("schedule: not firing", "err", err)
+		} else {
+			done := make(chan struct{})
+			defer func() { <-done }()
+			go func() { defer close(done); s.run(intake) }()
+		}
+	}
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
@@ -528,6 +541,9 @@ func (p *pool) observe(h handled) {
 	out := h.outcome
 	if out.Action == tasks.Release {
 		return // counted when it is handled again
+	}
+	if spec := p.task.Spec; spec.Schedule != "" && h.delivery.RoutingKey == tasks.TickKey(spec.Name) {
+		p.state.tick.handled(h.delivery)
 	}
 	p.state.counts[out.Action].Add(1)
 	p.outcomes[out.Action].Inc()

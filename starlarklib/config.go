@@ -63,6 +63,7 @@ func configParams() map[string]configKind {
 		"task":             kindNames,
 		"no_watch":         kindBool,
 		"secrets_dir":      kindString,
+		"timezone":         kindString,
 	}
 }
 

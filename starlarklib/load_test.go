@@ -346,6 +346,21 @@ task(name = "b", subscribe_to = {"x": 1}, work = work)`},
 		{"max_memory of the wrong type",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, isolation = "process", max_memory = [1])`},
 			Options{}, []loadError{{"a.star:3:1", `task: max_memory: got list [1], want bytes (an int) or a size string such as "256MiB"`}}},
+		{"an invalid cron expression",
+			map[string]string{"a.star": work + `task(work = work, schedule = "*/5 * * *")`},
+			Options{}, []loadError{{"a.star:3:1", `task: schedule: "*/5 * * *" is not a schedule: expected exactly 5 fields, found 4: [*/5 * * *]; write five fields`}}},
+		{"a cron field out of range",
+			map[string]string{"a.star": work + `task(work = work, schedule = "0 25 * * *")`},
+			Options{}, []loadError{{"a.star:3:1", `task: schedule: "0 25 * * *" is not a schedule: end of range (25) above maximum (23): 25`}}},
+		{"a schedule too fine",
+			map[string]string{"a.star": work + `task(work = work, schedule = "every 10ms")`},
+			Options{}, []loadError{{"a.star:3:1", `task: schedule: "every 10ms": the period must be at least 1s`}}},
+		{"a schedule that is not a string",
+			map[string]string{"a.star": work + `task(work = work, schedule = 5)`},
+			Options{}, []loadError{{"a.star:3:1", `task: schedule must be a string, got int 5`}}},
+		{"a schedule on a task with no workers",
+			map[string]string{"a.star": work + `task(work = work, schedule = "@hourly", max_workers = 0)`},
+			Options{}, []loadError{{"a.star:3:1", "task: max_workers must be at least 1, got 0 (a pool of no workers would never consume its queue)"}}},
 		{"max_priority above 10",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, max_priority = 300)`},
 			Options{}, []loadError{{"a.star:3:1", "task: max_priority must be at most 10, got 300"}}},
@@ -580,6 +595,8 @@ task(
     allow = ["http", "file"],
     allow_hosts = ["api.example.com"],
     file_root = "data",
+    schedule = "@hourly",
+    max_priority = 5,
 )
 # Generated tasks: the dialect allows top-level loops.
 for kind in ["a", "b"]:
@@ -624,8 +641,9 @@ for kind in ["a", "b"]:
 		Name: "billing.charge", File: "billing/charge.star",
 		Pos:   filepath.Join(root, "billing", "charge.star") + ":6:1",
 		Queue: "billing",
-		// routes first, in insertion order, then subscribe_to's others.
-		Patterns:  []string{"user.created", "user.*.deleted", "user.#"},
+		// routes first, in insertion order, then subscribe_to's others,
+		// then the ticks.
+		Patterns:  []string{"user.created", "user.*.deleted", "user.#", "schedule.billing.charge"},
 		WorkModel: tasks.Oneshot, MinWorkers: 2, MaxWorkers: 4, Prefetch: 3,
 		Timeout: 90 * time.Second, TimeoutAction: tasks.TimeoutRetry, MaxAttempts: 7,
 		RetryDelay: 2 * time.Second, MaxRetryDelay: 30 * time.Second,
@@ -633,7 +651,8 @@ for kind in ["a", "b"]:
 		IdleTimeout: 30 * time.Second, MaxSteps: 1000000, MaxMemory: 256 << 20,
 		Allow: []string{"http", "file"}, AllowHosts: []string{"api.example.com"},
 		FileRoot: filepath.Join(realPath(t, root), "data"),
-		Hash:     charge.Hash,
+		Schedule: "@hourly", MaxPriority: 5,
+		Hash: charge.Hash,
 	}
 	if !specEqual(charge, want) {
 		t.Errorf("billing.charge spec =\n %+v\nwant\n %+v", charge, want)

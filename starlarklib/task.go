@@ -12,6 +12,7 @@ import (
 
 	"go.starlark.net/starlark"
 
+	"github.com/symphony-go/symphony/schedule"
 	"github.com/symphony-go/symphony/tasks"
 )
 
@@ -52,7 +53,7 @@ func taskParams() []string {
 		"min_workers", "max_workers", "prefetch", "timeout", "timeout_action",
 		"max_attempts", "retry_delay", "max_retry_delay", "acknowledge",
 		"persistent", "isolation", "idle_timeout", "max_steps", "max_memory",
-		"allow", "allow_hosts", "allow_commands", "file_root", "databases", "max_priority",
+		"allow", "allow_hosts", "allow_commands", "file_root", "databases", "schedule", "max_priority",
 	}
 }
 
@@ -138,6 +139,11 @@ func parseTask(m *module, pos string, databases []string, args starlark.Tuple, k
 		a.errorf("missing work: pass work = a function taking (payload, meta), or routes = {pattern: function}")
 	}
 	var subs []string
+	if a.str("schedule", &spec.Schedule) {
+		if _, err := schedule.Parse(spec.Schedule); err != nil {
+			a.errorf("schedule: %v", err)
+		}
+	}
 	if a.strings("subscribe_to", &subs) {
 		if len(subs) == 0 {
 			a.errorf("subscribe_to is empty: list at least one routing pattern, such as \"user.created\" or \"user.#\"")
@@ -147,13 +153,17 @@ func parseTask(m *module, pos string, databases []string, args starlark.Tuple, k
 				a.errorf("subscribe_to[%d]: %v", i, err)
 			}
 		}
-	} else if !a.has("subscribe_to") && !a.has("routes") && a.has("work") {
-		a.errorf("missing subscribe_to: list the routing patterns the task consumes, such as subscribe_to = [\"user.created\"]")
+	} else if !a.has("subscribe_to") && !a.has("routes") && !a.has("schedule") && a.has("work") {
+		a.errorf("missing subscribe_to: list the routing patterns the task consumes, such as subscribe_to = [\"user.created\"], or give a schedule")
 	}
 	// The routes' patterns come first, then any subscribe_to pattern that
 	// is not already one of them.
 	for _, r := range def.routes {
 		spec.Patterns = append(spec.Patterns, r.pattern)
+	}
+	if spec.Schedule != "" {
+		// The task's ticks, whatever it subscribes to.
+		subs = append(subs, tasks.TickKey(spec.Name))
 	}
 	for _, p := range subs {
 		if !slices.Contains(spec.Patterns, p) {

@@ -66,6 +66,9 @@ func ValidateName(s string) error {
 	return nil
 }
 
+// TickKey is the routing key of the ticks of a task's schedule.
+func TickKey(task string) string { return "schedule." + task }
+
 // ValidatePriority reports a message priority out of 0..PriorityLimit.
 func ValidatePriority(p int) error {
 	if p < 0 || p > PriorityLimit {
@@ -131,6 +134,10 @@ type Spec struct {
 	FileRoot string
 	// Databases are the databases "sql" may use, by name.
 	Databases []string
+	// Schedule, if set, publishes a tick to the task (routing key
+	// schedule.<name>) on this schedule: a cron expression, a descriptor
+	// such as "@hourly", or "every 30s" (see package schedule).
+	Schedule string
 	// MaxPriority, from 1 to 10, makes the queue take message priorities
 	// 0..MaxPriority, higher first; zero means the queue takes none.
 	MaxPriority int
