@@ -90,7 +90,7 @@ func deleteAll(rawURL, exchange string, queues, delays []string) error {
 		}
 	}
 	for _, q := range queues {
-		for _, name := range []string{q, amqp.DeadQueue(q), amqp.RecordQueue(q), exchange + ".schedule." + q} {
+		for _, name := range []string{q, amqp.DeadQueue(q), amqp.RecordQueue(q), amqp.ScheduleQueue(exchange, q)} {
 			do(func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(name, false, false, false); return err })
 		}
 	}

@@ -2,6 +2,8 @@ package amqp
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +40,19 @@ import (
 const scheduleGather = 100 * time.Millisecond
 
 // ScheduleQueue is the queue that holds the record of schedule name.
-func (b *Broker) ScheduleQueue(name string) string { return b.exchange + ".schedule." + name }
+func (b *Broker) ScheduleQueue(name string) string { return ScheduleQueue(b.exchange, name) }
+
+// ScheduleQueue is the queue that holds the record of schedule name on
+// exchange: <exchange>.schedule.<name>, or, past AMQP's 255 bytes, the
+// start of it and a hash of the whole.
+func ScheduleQueue(exchange, name string) string {
+	q := exchange + ".schedule." + name
+	if len(q) <= 255 {
+		return q
+	}
+	sum := sha256.Sum256([]byte(q))
+	return q[:255-33] + "-" + hex.EncodeToString(sum[:16])
+}
 
 // Schedules returns the broker's schedule records; see ScheduleQueue.
 func (b *Broker) Schedules() broker.Schedules { return schedules{b} }
