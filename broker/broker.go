@@ -194,6 +194,20 @@ type Broker interface {
 	Close() error
 }
 
+// Health is nil when b can store and deliver messages now, and otherwise
+// says why not: a broker with a Health method of its own gives its reason
+// (the embedded broker: a full disk, a file removed or made read-only),
+// others only that they are disconnected.
+func Health(b Broker) error {
+	if h, ok := b.(interface{ Health() error }); ok {
+		return h.Health()
+	}
+	if !b.Connected() {
+		return errors.New("disconnected")
+	}
+	return nil
+}
+
 // Grave says why a message was dead-lettered.
 type Grave struct {
 	Task    string

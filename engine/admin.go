@@ -17,9 +17,11 @@ func (e *Engine) adminServer() *http.Server {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := broker.Health(e.cfg.Broker); err != nil {
+			http.Error(w, "not ready: broker: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		switch {
-		case !e.cfg.Broker.Connected():
-			http.Error(w, "not ready: broker disconnected", http.StatusServiceUnavailable)
 		case !e.isReady():
 			http.Error(w, "not ready: workers are still subscribing", http.StatusServiceUnavailable)
 		default:

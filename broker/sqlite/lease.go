@@ -286,6 +286,14 @@ func (b *Broker) heartbeat(ctx context.Context) error {
 		if _, err := w.conn.ExecContext(ctx, `UPDATE consumers SET expires_at = ?1 WHERE owner = ?2`, until, b.owner); err != nil {
 			return fmt.Errorf("renew consumers: %w", err)
 		}
+		if b.registered.Load() {
+			if err := b.renew(ctx, w); err != nil {
+				return err
+			}
+		}
+		if _, err := w.conn.ExecContext(ctx, `DELETE FROM processes WHERE expires_at < ?1`, now()); err != nil {
+			return fmt.Errorf("forget processes not heard of: %w", err)
+		}
 		return b.sweep(ctx, w)
 	})
 }
@@ -305,6 +313,9 @@ func (b *Broker) pollLoop() {
 			return
 		case <-t.C:
 		}
+		// An idle daemon writes nothing for seconds: notice a removed
+		// or replaced file now, not at the next write.
+		_ = b.checkMoved()
 		v, err := b.dataVersion()
 		if err != nil {
 			b.log.Warn("poll for other processes' writes failed", "err", err)

@@ -32,6 +32,26 @@
 // lease expires (by any process that declares queues or consumes). A
 // non-durable queue that never had a subscription stays. Dead letters are
 // kept either way.
+//
+// Faults: every write first checks that the path still leads to the file
+// that was opened and that the file and its journal may be written. A file
+// removed or replaced under the broker fails every write from then on
+// (ErrFileMoved): writing on would store messages that no process will
+// ever read. A write that fails for want of a usable file (a full disk, an
+// I/O error, a read-only file, a lock held too long) stores nothing and
+// says so to its caller; acks that cannot be written stay pending and are
+// tried again. Health is the outcome of the last write, found out by a
+// small write when none happened in the last second, so readiness means
+// "can store and ack now".
+//
+// Leases of the dead: a consuming process records itself in the processes
+// table (pid, start time, boot and pid namespace), and its number fills the
+// high half of its lease tokens. A process that finds another of its
+// machine gone (its pid free, ended, or reused by a process started at
+// another time) releases that one's leases at once, rather than waiting
+// them out; it looks when it first subscribes and every second after. A
+// process it cannot prove gone (another pid namespace, a system without
+// /proc) is waited out as before.
 package sqlite
 
 import (
@@ -41,7 +61,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -66,7 +85,7 @@ const (
 )
 
 // schemaVersion is PRAGMA user_version of a database this package wrote.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // Options are the settings that do not come from the DSN.
 type Options struct {
@@ -93,8 +112,16 @@ type Broker struct {
 	cfg      config
 	exchange string
 	log      *slog.Logger
-	// owner identifies this process's consumers in the consumers table.
+	// owner identifies this process in the processes and consumers
+	// tables and in its lease tokens; me is what it records there.
 	owner int64
+	me    identity
+	// registered: this process has its row in the processes table.
+	registered atomic.Bool
+	// file is the database file as opened; a write checks that the path
+	// still leads to it.
+	file   os.FileInfo
+	health health
 
 	rdb *sql.DB // readers: depth, dead letters, readiness checks
 	// reads are the hot statements of rdb, prepared once (parsing costs
@@ -149,7 +176,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Broker, error) {
 		cfg:      cfg,
 		exchange: opts.Exchange,
 		log:      opts.Logger.With("broker", "sqlite", "database", cfg.path, "exchange", opts.Exchange),
-		owner:    nonzeroRandom(),
+		owner:    newOwner(),
+		me:       self(),
 		attached: map[int64]int{},
 		stop:     make(chan struct{}),
 	}
@@ -158,6 +186,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Broker, error) {
 	b.subs.init()
 	b.acks.init()
 	if err := b.connect(ctx); err != nil {
+		b.closeDBs()
+		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.path, err)
+	}
+	if b.file, err = os.Stat(cfg.path); err != nil {
 		b.closeDBs()
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.path, err)
 	}
@@ -234,8 +266,15 @@ func checkPath(path string) error {
 	case !st.IsDir():
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
+	st, err = os.Stat(path)
+	if err == nil && st.IsDir() {
 		return fmt.Errorf("%s is a directory, not a database file", path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, werr := os.Stat(path + "-wal"); werr == nil {
+			return fmt.Errorf("%s does not exist, but its journal %s-wal does: the database was removed without it; "+
+				"restore the database, or move %s-wal and %s-shm away (they belong to the removed database)", path, path, path, path)
+		}
 	}
 	// SQLite creates the -wal and -shm files next to the database, so the
 	// directory must be writable even when the file already exists.
@@ -325,16 +364,25 @@ func sqliteCode(err error) int {
 	return 0
 }
 
-// explain turns SQLITE_BUSY into an error that says what happened.
+// explain says what happened when a write failed for want of a usable
+// file, and that the write is refused rather than lost.
 func (b *Broker) explain(err error) error {
-	if c := sqliteCode(err); c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED {
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 		return fmt.Errorf("database %s is locked by another process (waited %s): %w", b.cfg.path, b.cfg.busy, err)
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("database %s: the disk is full; nothing was stored, and writes are refused until there is room: %w", b.cfg.path, err)
+	case sqlite3.SQLITE_IOERR:
+		return fmt.Errorf("database %s: the disk failed to read or write (full, failing or gone?); nothing was stored: %w", b.cfg.path, err)
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM:
+		return fmt.Errorf("database %s cannot be written to now; nothing was stored: %w", b.cfg.path, err)
 	}
 	return err
 }
 
-// Connected reports whether the broker is open.
-func (b *Broker) Connected() bool { return b.open.Load() }
+// Connected reports whether the broker can store and acknowledge
+// messages now (see Health).
+func (b *Broker) Connected() bool { return b.Health() == nil }
 
 // Close ends every subscription (their unacked messages go back to their
 // queues), flushes acks, and closes the database.
@@ -349,6 +397,7 @@ func (b *Broker) Close() error {
 	b.bg.Wait()
 	b.flushAcks()
 	b.releaseAll()
+	b.forget()
 	return b.closeDBs()
 }
 
@@ -373,14 +422,6 @@ func (b *Broker) closeDBs() error {
 		return fmt.Errorf("close sqlite database %s: %w", b.cfg.path, err)
 	}
 	return nil
-}
-
-func nonzeroRandom() int64 {
-	for {
-		if n := rand.Int64(); n != 0 {
-			return n
-		}
-	}
 }
 
 // now is the clock of visibility: unix nanoseconds, shared by every process

@@ -39,6 +39,9 @@ const (
 	// prints "done" and waits to be killed.
 	modeBatch = "publish-batch"
 	batchSize = 20000
+	// modeHold consumes queue "q" with a prefetch of 3, prints "held"
+	// once a message is in its hands and never acks it.
+	modeHold = "hold"
 )
 
 func child(mode string) int {
@@ -56,6 +59,19 @@ func child(mode string) int {
 			}
 			fmt.Println("ok", i)
 		}
+	case modeHold:
+		s, err := b.Subscriber(broker.ConsumeOptions{Prefetch: 3})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "subscriber:", err)
+			return 1
+		}
+		ch, err := s.Subscribe(context.Background(), "q")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "subscribe:", err)
+			return 1
+		}
+		<-ch
+		fmt.Println("held")
 	case modeBatch:
 		msgs := make([]*message.Message, batchSize)
 		for i := range msgs {

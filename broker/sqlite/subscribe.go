@@ -89,6 +89,9 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err == nil {
 		err = s.b.attach(ctx, c.id, c.durable)
 	}
+	if err == nil {
+		s.b.register(ctx)
+	}
 	if err != nil {
 		s.wg.Done()
 		return nil, fmt.Errorf("subscribe to queue %q: %w", topic, err)
@@ -359,7 +362,7 @@ func (c *consumer) message(r row) *message.Message {
 // read after the commit, on a reader connection, so that the next write
 // need not wait for them.
 func (b *Broker) lease(ctx context.Context, queue int64, n int, prioritized bool) ([]row, error) {
-	token := nonzeroRandom()
+	token := b.token()
 	var rows []row
 	q := sqlLease
 	if prioritized {

@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS dead (
 CREATE INDEX IF NOT EXISTS dead_queue ON dead (exchange, queue, id);
 `
 
-// A database of version 1 opens as version 2 with its queues, bindings
+// A database of version 1 opens as the current version with its queues, bindings
 // and messages kept, and its queues take priorities only once declared so.
 func TestUpgradeFromVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v1.db")

@@ -24,6 +24,10 @@ import (
 // its delay, or the end of the lease that holds it (unix ns; 0 puts a
 // returned message at the head of its queue). Ready is visible_at <= now,
 // one range of the index.
+//
+// processes has a row per consuming process (owner, the high half of its
+// lease tokens), so that another process of the machine can prove it gone
+// and release its leases; expires_at is when the row may be forgotten.
 const schema = `
 CREATE TABLE IF NOT EXISTS queues (
 	id       INTEGER PRIMARY KEY,
@@ -93,6 +97,15 @@ CREATE TABLE IF NOT EXISTS budgets (
 	tat      INTEGER NOT NULL,
 	PRIMARY KEY (exchange, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processes (
+	owner      INTEGER PRIMARY KEY,
+	host       TEXT NOT NULL,
+	machine    TEXT NOT NULL,
+	pid        INTEGER NOT NULL,
+	started    TEXT NOT NULL,
+	seen_at    INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+);
 `
 
 // upgrade1 brings a version 1 database to version 2, before schema runs.
@@ -171,9 +184,9 @@ func (w *writer) migrate(ctx context.Context, b *Broker) error {
 		return nil
 	}
 	return w.tx(ctx, func(ctx context.Context) error {
-		// Version 1 had no priorities, version 2 no ticks and budgets
-		// (schema creates the tables it lacks); the tables it had keep
-		// their rows.
+		// Version 1 had no priorities, version 2 no ticks and budgets,
+		// version 3 no processes (schema creates the tables it lacks);
+		// the tables it had keep their rows.
 		if version == 1 {
 			if _, err := w.conn.ExecContext(ctx, upgrade1); err != nil {
 				return fmt.Errorf("upgrade schema from version 1: %w", err)
@@ -297,10 +310,18 @@ func (b *Broker) write(ctx context.Context, durable, withAcks bool, fn func(ctx 
 		}
 		fn = noop
 	}
+	if err := b.checkFile(); err != nil {
+		if len(acks) > 0 {
+			b.acks.putBack(acks)
+		}
+		b.noteWrite(err)
+		return err
+	}
 	if err := w.setSync(ctx, durable && b.cfg.full); err != nil {
 		if len(acks) > 0 {
 			b.acks.putBack(acks)
 		}
+		b.noteWrite(err)
 		return err
 	}
 	var done []ack
@@ -314,10 +335,14 @@ func (b *Broker) write(ctx context.Context, durable, withAcks bool, fn func(ctx 
 		return fn(ctx, w)
 	})
 	if err != nil {
+		err = b.explain(err)
+	}
+	b.noteWrite(err)
+	if err != nil {
 		if len(acks) > 0 {
 			b.acks.putBack(acks)
 		}
-		return b.explain(err)
+		return err
 	}
 	b.ackedDone(acks, done)
 	return nil
