@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -409,5 +411,63 @@ func (d *Daemon) Stop() {
 	d.Signal(syscall.SIGTERM)
 	if code := d.Exit(); code != 0 {
 		d.t.Fatalf("daemon exited %d after TERM", code)
+	}
+}
+
+// WriteTasks writes files (name → source) into a new tasks directory and
+// returns its path.
+func WriteTasks(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tasks")
+	for name, src := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// UseBroker points every later command of the environment at url.
+func (e *Env) UseBroker(url string) {
+	e.URL = url
+	e.Vars = append(e.Vars, "SYMPHONY_BROKER="+url)
+}
+
+// AdminAddr is where the daemon's admin server listens.
+func (d *Daemon) AdminAddr() string {
+	d.t.Helper()
+	return d.WaitFor("admin server listening", nil).Str("addr")
+}
+
+// Ready asks the daemon's /readyz and returns its status code and body.
+func (d *Daemon) Ready() (int, string) {
+	d.t.Helper()
+	resp, err := http.Get("http://" + d.AdminAddr() + "/readyz")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// WaitReady asks /readyz until it answers code (every 20ms: readiness is
+// a question, not an event) and returns the body of that answer.
+func (d *Daemon) WaitReady(code int) string {
+	d.t.Helper()
+	deadline := time.Now().Add(Wait)
+	for {
+		got, body := d.Ready()
+		if got == code {
+			return body
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("/readyz answered %d %q for %s, never %d", got, body, Wait, code)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

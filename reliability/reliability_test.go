@@ -1,0 +1,102 @@
+package reliability_test
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/symphony-go/symphony/internal/symphonytest"
+)
+
+func TestMain(m *testing.M) { symphonytest.Main(m) }
+
+// full is whether to run the full form of each test rather than CI's short
+// one.
+var full = os.Getenv("SYMPHONY_RELIABILITY_FULL") == "1"
+
+// scale is short in CI and long in the full form.
+func scale(short, long int) int {
+	if full {
+		return long
+	}
+	return short
+}
+
+// countTask logs every message it handles with its number n.
+const countTask = `
+def work(payload, meta):
+    log.info("handled", n = payload["n"], redelivered = meta.redelivered)
+    return True
+
+task(name = "count", subscribe_to = ["count.#"], work = work, max_workers = 2)
+`
+
+// lines is n JSON payloads {"n": from}, {"n": from+1}, ..., one a line.
+func lines(from, n int) string {
+	var b strings.Builder
+	for i := from; i < from+n; i++ {
+		fmt.Fprintf(&b, "{\"n\": %d}\n", i)
+	}
+	return b.String()
+}
+
+// tally counts the "handled" events of the daemons by n.
+func tally(daemons ...*symphonytest.Daemon) map[string]int {
+	seen := map[string]int{}
+	for _, d := range daemons {
+		for _, ev := range d.Events("handled") {
+			seen[ev.Str("n")]++
+		}
+	}
+	return seen
+}
+
+// awaitHandled waits until every n in want was handled at least once by
+// the daemons.
+func awaitHandled(t *testing.T, want []int, daemons ...*symphonytest.Daemon) map[string]int {
+	t.Helper()
+	var seen map[string]int
+	symphonytest.Until(t, fmt.Sprintf("%d messages handled", len(want)), func() bool {
+		seen = tally(daemons...)
+		for _, n := range want {
+			if seen[fmt.Sprint(n)] == 0 {
+				return false
+			}
+		}
+		return true
+	}, daemons...)
+	return seen
+}
+
+// report logs what a fault cost: lost messages fail the test; duplicates
+// are reported and must stay under bound.
+func report(t *testing.T, what string, want []int, seen map[string]int, bound int) {
+	t.Helper()
+	lost, dups := 0, 0
+	for _, n := range want {
+		switch c := seen[fmt.Sprint(n)]; {
+		case c == 0:
+			lost++
+		case c > 1:
+			dups += c - 1
+		}
+	}
+	t.Logf("%s: %d messages, %d lost, %d duplicates (bound %d)", what, len(want), lost, dups, bound)
+	if lost > 0 {
+		t.Errorf("%s: %d of %d messages lost", what, lost, len(want))
+	}
+	if dups > bound {
+		t.Errorf("%s: %d duplicates, more than the %d in flight", what, dups, bound)
+	}
+}
+
+func seq(from, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = from + i
+	}
+	return out
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
