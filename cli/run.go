@@ -178,7 +178,12 @@ func run(c *cli.Context) error {
 		go w.run(ctx, triggers)
 	}
 	go reloads(ctx, eng, triggers)
-	return eng.Run(ctx)
+	err = eng.Run(ctx)
+	// Close the broker (its last acks and releases are writes) while the
+	// signal handler still runs: a late signal of a burst must not kill
+	// the process with the default action halfway through.
+	b.Close()
+	return err
 }
 
 func checkCommand() *cli.Command {
