@@ -105,14 +105,25 @@ func fixedSettings(was, now settings, file starlarklib.Config) error {
 
 // reloads feeds every trigger (SIGHUP, file changes) to the engine, one
 // reload at a time, until ctx ends.
-func reloads(ctx context.Context, eng *engine.Engine, triggers <-chan string) {
+func reloads(ctx context.Context, eng *engine.Engine, triggers <-chan string, notify *notifier, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case trigger := <-triggers:
+			if err := notify.reloading(); err != nil {
+				log.Warn("tell the service manager of a reload", "err", err)
+			}
 			// The engine logs the result and keeps it for status.
-			_ = eng.Reload(ctx, trigger)
+			status := "consuming"
+			if err := eng.Reload(ctx, trigger); err != nil {
+				status = "consuming; the last reload failed, the running tasks stay"
+			}
+			if ctx.Err() == nil {
+				if err := notify.ready(status); err != nil {
+					log.Warn("tell the service manager of a reload", "err", err)
+				}
+			}
 		}
 	}
 }

@@ -4,16 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
 
+	"github.com/symphony-go/symphony/admin"
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/engine"
 	"github.com/symphony-go/symphony/starlarklib"
@@ -108,6 +111,15 @@ func run(c *cli.Context) error {
 	if len(gen.Tasks) == 0 {
 		return errNoTasks(roots)
 	}
+	// The admin address is taken before anything else starts: a busy one
+	// stops the daemon at once, saying so.
+	var adminLn net.Listener
+	if s.AdminAddr != "" {
+		if adminLn, err = net.Listen("tcp", s.AdminAddr); err != nil {
+			return fmt.Errorf("start admin server on %s: %w (another daemon may be using it: set --admin-addr, or empty to disable)", s.AdminAddr, err)
+		}
+		defer adminLn.Close()
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil)
@@ -118,18 +130,30 @@ func run(c *cli.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "symphony_spans_dropped_total",
+		Help: "Delivery spans the OTLP endpoint did not take (down, slow or refusing), or that found the export queue full."})
+	reg.MustRegister(dropped)
+	tr, err := newTracing(s.OTLPEndpoint, versionString(), dropped, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tr.Shutdown(ctx)
+	}()
 	eng, err := engine.New(engine.Config{
 		Broker:          b,
 		BrokerURL:       s.Broker,
 		Exchange:        s.Exchange,
 		Logger:          log,
 		Registry:        reg,
-		AdminAddr:       s.AdminAddr,
 		ShutdownTimeout: s.ShutdownTimeout,
 		ScalingInterval: s.ScalingInterval,
 		ThrottleMax:     s.ThrottleMax,
 		ThrottleFactor:  s.ThrottleFactor,
 		Version:         versionString(),
+		Tracer:          tr.Tracer(),
 		Spawn:           spawner(roots, s, l.copies),
 		Load:            l.load,
 		Location:        s.Timezone,
@@ -151,6 +175,7 @@ func run(c *cli.Context) error {
 	signal.Notify(sigs, daemonSignals()...)
 	defer signal.Stop(sigs)
 	triggers := make(chan string, 1)
+	notify := newNotifier()
 	go func() {
 		graceful := true
 		for sig := range sigs {
@@ -165,6 +190,9 @@ func run(c *cli.Context) error {
 			default:
 				if graceful {
 					log.Info("graceful shutdown: send the signal again to force", "signal", sig.String())
+					if err := notify.stopping(); err != nil {
+						log.Warn("tell the service manager the daemon stops", "err", err)
+					}
 					stop()
 					graceful = false
 					continue
@@ -177,7 +205,38 @@ func run(c *cli.Context) error {
 	if w != nil {
 		go w.run(ctx, triggers)
 	}
-	go reloads(ctx, eng, triggers)
+	go reloads(ctx, eng, triggers, notify, log)
+	go func() {
+		select {
+		case <-eng.Ready():
+			if err := notify.ready(fmt.Sprintf("consuming: %d tasks", len(gen.Tasks))); err != nil {
+				log.Warn("tell the service manager the daemon is ready", "err", err)
+			}
+		case <-ctx.Done():
+		}
+	}()
+	if adminLn != nil {
+		srv := admin.New(adminLn, admin.Config{
+			Daemon: eng, Gatherer: reg, Token: s.AdminToken, Logger: log, CheckPayload: starlarklib.CheckPayload,
+			Keep: s.AdminHistory,
+		})
+		if !srv.Loopback() && s.AdminToken == "" {
+			log.Warn("the admin server listens beyond this machine without a token: anyone who reaches it sees the status and dead letters; set --admin-token to guard them and to allow actions",
+				"addr", srv.Addr())
+		}
+		log.Info("admin server listening", "addr", srv.Addr(), "actions", s.AdminToken != "")
+		// It outlives the engine's stop by nothing: it goes when Run
+		// returns, which is after every message is settled.
+		adminCtx, stopAdmin := context.WithCancel(context.Background())
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if err := srv.Run(adminCtx); err != nil {
+				log.Error("admin server stopped", "err", err)
+			}
+		}()
+		defer func() { stopAdmin(); <-adminDone }()
+	}
 	err = eng.Run(ctx)
 	// Close the broker (its last acks and releases are writes) while the
 	// signal handler still runs: a late signal of a burst must not kill

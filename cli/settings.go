@@ -20,6 +20,9 @@ type settings struct {
 	Broker          string
 	Exchange        string
 	AdminAddr       string
+	AdminToken      string
+	AdminHistory    time.Duration
+	OTLPEndpoint    string
 	LogFormat       string
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
@@ -47,6 +50,17 @@ var options = []option{
 		apply: func(s *settings, v []string) error { s.Exchange = v[0]; return nil }},
 	{name: "admin-addr", value: "127.0.0.1:9780", usage: "address of /metrics, /healthz, /readyz and /status; empty disables",
 		apply: func(s *settings, v []string) error { s.AdminAddr = v[0]; return nil }},
+	{name: "admin-token", usage: "token the admin server's actions require (publish, dead-letter replay and purge); without one it takes none",
+		apply: func(s *settings, v []string) error { s.AdminToken = v[0]; return nil }},
+	{name: "admin-history", value: "15m", usage: "how much rate and backlog history the dashboard's charts show",
+		apply: func(s *settings, v []string) (err error) {
+			if s.AdminHistory, err = parseDuration(v[0]); err == nil && s.AdminHistory < 10*time.Second {
+				err = fmt.Errorf("%s is under 10s: the history is sampled every 2s", v[0])
+			}
+			return
+		}},
+	{name: "otlp-endpoint", usage: "export a span per delivery over OTLP/HTTP to this URL (http://collector:4318)",
+		apply: func(s *settings, v []string) error { s.OTLPEndpoint = v[0]; return nil }},
 	{name: "log-format", value: "text", usage: "log format: text or json",
 		apply: func(s *settings, v []string) error {
 			if v[0] != "text" && v[0] != "json" {
@@ -192,7 +206,7 @@ func newLogger(s settings, level slog.Leveler, w io.Writer, redactor ...*starlar
 	for _, r := range redactor {
 		h = r.Handler(h)
 	}
-	return slog.New(h)
+	return slog.New(traceHandler{h})
 }
 
 // configRoots are the directories whose symphony.star applies to commands

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -54,6 +55,7 @@ func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
 		envName("shutdown-timeout")+"="+s.ShutdownTimeout.String(),
 		envName("admin-addr")+"=",
 		envName("secrets-dir")+"="+s.SecretsDir,
+		envName("otlp-endpoint")+"="+s.OTLPEndpoint,
 	)
 	return func(spec tasks.Spec, oneshot bool) (*exec.Cmd, error) {
 		args := []string{"worker", "--task-name", spec.Name, "--hash", spec.Hash}
@@ -151,9 +153,19 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 		return err
 	}
 	defer b.Close()
+	// The process exports its own spans; those it drops it logs.
+	tr, err := newTracing(s.OTLPEndpoint, versionString(), nil, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tr.Shutdown(ctx)
+	}()
 	events := os.NewFile(3, "events")
 	return engine.RunWorker(intake, hard, engine.WorkerConfig{
-		Broker: b, Logger: log, Task: task, Events: events, Oneshot: c.Bool("oneshot"),
+		Broker: b, Logger: log, Task: task, Events: events, Oneshot: c.Bool("oneshot"), Tracer: tr.Tracer(),
 	})
 }
 

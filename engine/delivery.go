@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/tasks"
@@ -25,6 +26,7 @@ type runner struct {
 	task   tasks.Task
 	broker broker.Broker
 	log    *slog.Logger
+	tracer trace.Tracer
 }
 
 // handled is what became of one delivery.
@@ -32,10 +34,16 @@ type handled struct {
 	delivery *tasks.Delivery
 	outcome  tasks.Outcome
 	took     time.Duration
+	// ctx carries the delivery's span, for its log lines.
+	ctx context.Context
 }
 
 // handle runs one message through the task and settles it. hard is what
 // the run sees: cancelling it stops the run and hands the message back.
+//
+// Each delivery is a span, the child of the W3C traceparent the message
+// carries, or the root of a new trace; the run's context carries it into
+// the task's log lines, and every message the run publishes carries it on.
 func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 	spec := r.task.Spec
 	start := time.Now()
@@ -47,12 +55,14 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 	if err != nil {
 		d = &tasks.Delivery{MessageID: msg.UUID, Attempt: broker.Attempt(msg)}
 		res = tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("read message properties: %v: %w", err, tasks.ErrDecode)}
-	} else {
+	}
+	traced, span := r.startSpan(hard, d)
+	if err == nil {
 		d.Task = spec.Name
 		if d.Queue == "" {
 			d.Queue = spec.Queue
 		}
-		ctx, cancel := r.runContext(hard)
+		ctx, cancel := r.runContext(traced)
 		res = r.call(ctx, d)
 		if ctx.Err() != nil {
 			stop = context.Cause(ctx)
@@ -61,7 +71,7 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 	}
 	out := tasks.Decide(spec, d.Attempt, res, stop)
 	if out.Action == tasks.Ack && len(res.Publications) > 0 {
-		if err := r.publish(d, res.Publications); errors.Is(err, broker.ErrNoPriority) {
+		if err := r.publish(traced, d, res.Publications); errors.Is(err, broker.ErrNoPriority) {
 			// A mistake in the task files, not a passing fault: retrying
 			// cannot help, so the message is dead-lettered with the error.
 			out = tasks.Decide(spec, d.Attempt, tasks.Result{Verdict: tasks.Failed, Err: err}, nil)
@@ -70,7 +80,8 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 		}
 	}
 	r.settle(msg, d, out)
-	return handled{delivery: d, outcome: out, took: time.Since(start)}
+	endSpan(span, out)
+	return handled{delivery: d, outcome: out, took: time.Since(start), ctx: traced}
 }
 
 // call runs the handler; a panic in it fails the run instead of the
@@ -95,12 +106,13 @@ func (r *runner) runContext(hard context.Context) (context.Context, context.Canc
 
 // publish sends what a successful run published, before its delivery is
 // acked: a crash in between repeats the message, never loses one.
-func (r *runner) publish(d *tasks.Delivery, pubs []tasks.Publication) error {
+func (r *runner) publish(ctx context.Context, d *tasks.Delivery, pubs []tasks.Publication) error {
 	correlation := d.CorrelationID
 	if correlation == "" {
 		correlation = d.MessageID
 	}
 	for _, pub := range pubs {
+		pub.Headers = withTrace(ctx, pub.Headers)
 		msg, err := broker.NewMessage(pub)
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", pub.RoutingKey, err)
@@ -172,7 +184,10 @@ func (r *runner) logOutcome(h handled) {
 	default:
 		return
 	}
-	ctx := context.Background()
+	ctx := h.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if !r.log.Enabled(ctx, level) {
 		return
 	}

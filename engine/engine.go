@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/tasks"
@@ -38,9 +37,6 @@ type Config struct {
 	// Registry receives the metrics and serves /metrics. Defaults to a new
 	// registry.
 	Registry *prometheus.Registry
-	// AdminAddr is where /metrics, /healthz, /readyz and /status listen;
-	// empty means no admin server.
-	AdminAddr string
 	// ShutdownTimeout is how long in-flight messages may finish after a
 	// graceful stop before their runs are cancelled. Defaults to 30s.
 	ShutdownTimeout time.Duration
@@ -54,6 +50,9 @@ type Config struct {
 	ThrottleFactor float64
 	// Version is reported in status.
 	Version string
+	// Tracer makes each delivery's span. Defaults to spans that go
+	// nowhere and carry an incoming trace context along unchanged.
+	Tracer trace.Tracer
 	// Spawn builds the command of a worker process, for tasks with
 	// isolation = "process".
 	Spawn Spawner
@@ -130,8 +129,6 @@ type Engine struct {
 	readyOnce sync.Once
 	pending   atomic.Int64 // initial pools not yet at min_workers
 
-	admin net.Listener
-
 	tuning atomic.Pointer[Tuning]
 
 	reloading  sync.Mutex // one reload at a time
@@ -143,10 +140,14 @@ type Engine struct {
 	states     map[string]*taskState
 	generation int
 	lastReload *ReloadResult
+	reloads    []ReloadResult // the latest, oldest first
 	pools      sync.WaitGroup
 }
 
-// ReloadResult is the last reload, for status.
+// keptReloads is how many reloads status lists.
+const keptReloads = 20
+
+// ReloadResult is one reload, for status.
 type ReloadResult struct {
 	At         time.Time `json:"at"`
 	Trigger    string    `json:"trigger"`
@@ -167,7 +168,7 @@ func New(cfg Config, ts []tasks.Task) (*Engine, error) {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	e := &Engine{
-		cfg: cfg, log: cfg.Logger, metrics: m, initial: ts, ready: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, metrics: m, initial: ts, ready: make(chan struct{}), started: time.Now(),
 		current: map[string]*pool{}, draining: map[*pool]bool{}, states: map[string]*taskState{},
 	}
 	e.hard, e.cancelHard = context.WithCancelCause(context.Background())
@@ -180,15 +181,6 @@ func New(cfg Config, ts []tasks.Task) (*Engine, error) {
 // Ready is closed once every task's pool has min_workers subscribed.
 func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
-// AdminAddr is the address the admin server listens on, once Run has
-// started it; empty otherwise.
-func (e *Engine) AdminAddr() string {
-	if e.admin == nil {
-		return ""
-	}
-	return e.admin.Addr().String()
-}
-
 // Force cuts a graceful stop short: running handlers are cancelled and
 // their messages returned to their queues. Run then returns ErrForced.
 func (e *Engine) Force() {
@@ -196,36 +188,15 @@ func (e *Engine) Force() {
 	e.cancelHard(tasks.ErrShutdown)
 }
 
-// Run declares every task's queue, starts the pools and the admin server,
-// and consumes until ctx is cancelled. Then it stops intake, lets in-flight
+// Run declares every task's queue, starts the pools and consumes until ctx is cancelled. Then it stops intake, lets in-flight
 // messages finish for up to the shutdown timeout, cancels what still runs,
 // and returns once every message is settled or handed back.
 func (e *Engine) Run(ctx context.Context) error {
 	defer e.cancelHard(tasks.ErrShutdown)
-	e.started = time.Now()
 	for _, t := range e.initial {
 		if err := e.declare(ctx, t.Spec); err != nil {
 			return err
 		}
-	}
-	if e.cfg.AdminAddr != "" {
-		ln, err := net.Listen("tcp", e.cfg.AdminAddr)
-		if err != nil {
-			return fmt.Errorf("start admin server on %s: %w", e.cfg.AdminAddr, err)
-		}
-		e.admin = ln
-		srv := e.adminServer()
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				e.log.Error("admin server stopped", "err", err)
-			}
-		}()
-		defer func() {
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_ = srv.Shutdown(shutdownCtx)
-		}()
-		e.log.Info("admin server listening", "addr", ln.Addr().String())
 	}
 
 	e.mu.Lock()
@@ -396,6 +367,10 @@ func (e *Engine) Reload(ctx context.Context, trigger string) error {
 	}
 	e.mu.Lock()
 	e.lastReload = result
+	if len(e.reloads) == keptReloads {
+		e.reloads = append(e.reloads[:0], e.reloads[1:]...)
+	}
+	e.reloads = append(e.reloads, *result)
 	e.mu.Unlock()
 	return err
 }

@@ -2,12 +2,9 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -465,54 +462,5 @@ func TestPanicAndBadPropertiesDeadLetter(t *testing.T) {
 	dead = r.events.waitFor(t, 1, "message dead-lettered", map[string]string{"message_id": msg.UUID})
 	if dead["reason"] != tasks.ReasonDecode {
 		t.Errorf("unreadable headers: %v", dead)
-	}
-}
-
-func TestAdminServer(t *testing.T) {
-	t.Parallel()
-	ok := handlerFunc(func(context.Context, *tasks.Delivery) tasks.Result { return tasks.Result{Verdict: tasks.Succeeded} })
-	r := newRig(t, Config{AdminAddr: "127.0.0.1:0", BrokerURL: "amqp://user:secret@host/", Exchange: "ex"},
-		tasks.Task{Spec: spec("t", "t.#"), Handler: ok})
-	id := r.publish("t.x", "x", nil)
-	r.events.waitFor(t, 1, "message acked", map[string]string{"message_id": id})
-	base := "http://" + r.engine.AdminAddr()
-
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get(base + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	if code, _ := get("/healthz"); code != 200 {
-		t.Errorf("/healthz = %d", code)
-	}
-	if code, body := get("/readyz"); code != 200 {
-		t.Errorf("/readyz = %d %s", code, body)
-	}
-	_, metrics := get("/metrics")
-	for _, want := range []string{
-		`symphony_messages_total{outcome="ack",task="t"} 1`,
-		`symphony_message_duration_seconds_count{task="t"} 1`,
-		`symphony_workers{task="t"} 1`,
-		`symphony_queue_depth{task="t"}`,
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics lacks %s", want)
-		}
-	}
-	_, body := get("/status")
-	var st Status
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatalf("/status: %v\n%s", err, body)
-	}
-	if strings.Contains(body, "secret") {
-		t.Errorf("/status shows the broker password: %s", body)
-	}
-	if len(st.Tasks) != 1 || st.Tasks[0].Messages["ack"] != 1 || st.Tasks[0].Workers.Now != 1 || !st.Ready {
-		t.Errorf("/status = %s", body)
 	}
 }

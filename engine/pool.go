@@ -129,6 +129,19 @@ type poolView struct {
 	LastStart   *Happening
 	LastExit    *Happening
 	ScalerError string
+	Processes   []Process
+}
+
+// processes are the view's worker processes with their memory now.
+func (v poolView) processes() []Process {
+	if len(v.Processes) == 0 {
+		return nil
+	}
+	out := slices.Clone(v.Processes)
+	for i := range out {
+		out[i].RSS, _ = rssOf(out[i].PID)
+	}
+	return out
 }
 
 func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
@@ -139,7 +152,7 @@ func newPool(e *Engine, t tasks.Task, state *taskState) *pool {
 		task:     t,
 		state:    state,
 		log:      log,
-		run:      &runner{task: t, broker: e.cfg.Broker, log: log},
+		run:      &runner{task: t, broker: e.cfg.Broker, log: log, tracer: e.cfg.Tracer},
 		done:     make(chan struct{}),
 		up:       make(chan struct{}),
 		released: make(chan struct{}),
@@ -518,7 +531,15 @@ func (p *pool) publishView(depth int64) {
 			busy++
 		}
 	}
+	var procs []Process
+	for _, w := range p.workers {
+		if pw, ok := w.(*processWorker); ok {
+			procs = append(procs, Process{PID: pw.cmd.Process.Pid, Started: pw.started, Busy: pw.busy()})
+		}
+	}
+	slices.SortFunc(procs, func(a, b Process) int { return a.Started.Compare(b.Started) })
 	p.mu.Lock()
+	p.view.Processes = procs
 	p.view.Workers = len(p.workers)
 	p.view.Busy = busy
 	p.view.Depth = depth

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/tasks"
 )
@@ -50,10 +52,11 @@ const ExitDeclined = 4
 // processWorker is a worker that is a child process.
 type processWorker struct {
 	*activity
-	pool   *pool
-	cmd    *exec.Cmd
-	termed atomic.Bool // asked to stop
-	killed atomic.Bool // for going over max_memory
+	pool    *pool
+	cmd     *exec.Cmd
+	started time.Time
+	termed  atomic.Bool // asked to stop
+	killed  atomic.Bool // for going over max_memory
 }
 
 // stop asks the process to stop gracefully.
@@ -95,7 +98,7 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		return nil, fmt.Errorf("start worker process: %w", err)
 	}
 	write.Close()
-	w := &processWorker{activity: newActivity(), pool: p, cmd: cmd}
+	w := &processWorker{activity: newActivity(), pool: p, cmd: cmd, started: time.Now().UTC()}
 	log := p.log.With("worker", id, "pid", cmd.Process.Pid)
 	log.Debug("worker process started")
 	read := make(chan struct{})
@@ -202,6 +205,8 @@ type WorkerConfig struct {
 	Events io.Writer
 	// Oneshot: handle one message and return.
 	Oneshot bool
+	// Tracer makes each delivery's span, as Config.Tracer.
+	Tracer trace.Tracer
 }
 
 // RunWorker is the body of a worker process: one subscription to the
@@ -236,7 +241,7 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 		}
 	}
 	report(event{Event: "ready"})
-	run := &runner{task: cfg.Task, broker: cfg.Broker, log: log}
+	run := &runner{task: cfg.Task, broker: cfg.Broker, log: log, tracer: cfg.Tracer}
 	var result error
 	for msg := range msgs {
 		if intake.Err() != nil {

@@ -22,9 +22,12 @@ func prepareProcess(cmd *exec.Cmd) error {
 	return nil
 }
 
-// rss is the process's resident memory in bytes, from /proc.
-func (w *processWorker) rss() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.cmd.Process.Pid))
+// rss is the process's resident memory in bytes.
+func (w *processWorker) rss() (int64, error) { return rssOf(w.cmd.Process.Pid) }
+
+// rssOf is a process's resident memory in bytes, from /proc.
+func rssOf(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}

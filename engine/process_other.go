@@ -11,4 +11,6 @@ func prepareProcess(*exec.Cmd) error { return errNoProcesses }
 
 func (w *processWorker) rss() (int64, error) { return 0, errNoProcesses }
 
+func rssOf(int) (int64, error) { return 0, errNoProcesses }
+
 var errNoProcesses = errors.New("worker processes need Linux")

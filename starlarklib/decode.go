@@ -64,6 +64,14 @@ func IsJSON(mediaType string) bool { return formatOf(mediaType) == formatJSON }
 // decodePayload turns a delivery's body into the value the handler gets.
 // An empty body of a structured type is None. An error wraps
 // tasks.ErrDecode.
+// CheckPayload reports a payload the daemon would refuse to decode under
+// its content type (its error wraps tasks.ErrDecode), so that whoever
+// publishes learns of it then rather than from a dead letter.
+func CheckPayload(contentType string, body []byte) error {
+	_, err := decodePayload(contentType, body)
+	return err
+}
+
 func decodePayload(contentType string, body []byte) (starlark.Value, error) {
 	mt := mediaType(contentType)
 	f := formatOf(mt)

@@ -1,41 +1,12 @@
 package engine
 
 import (
-	"encoding/json"
-	"net/http"
+	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/tasks"
 )
-
-func (e *Engine) adminServer() *http.Server {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(e.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := broker.Health(e.cfg.Broker); err != nil {
-			http.Error(w, "not ready: broker: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		switch {
-		case !e.isReady():
-			http.Error(w, "not ready: workers are still subscribing", http.StatusServiceUnavailable)
-		default:
-			w.Write([]byte("ready\n"))
-		}
-	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(e.Status())
-	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-}
 
 // Status is what the daemon reports about itself at /status.
 type Status struct {
@@ -47,8 +18,10 @@ type Status struct {
 	StartedAt  time.Time     `json:"started_at"`
 	Generation int           `json:"generation"`
 	LastReload *ReloadResult `json:"last_reload"`
-	Settings   Settings      `json:"settings"`
-	Tasks      []TaskStatus  `json:"tasks"`
+	// Reloads are the latest reloads, newest first.
+	Reloads  []ReloadResult `json:"reloads"`
+	Settings Settings       `json:"settings"`
+	Tasks    []TaskStatus   `json:"tasks"`
 }
 
 // Settings are the daemon-wide settings in force, which a reload may
@@ -82,6 +55,19 @@ type TaskStatus struct {
 	LastError   *Failure       `json:"last_error"`
 	// Schedule is the task's schedule, if it has one.
 	Schedule *ScheduleStatus `json:"schedule,omitempty"`
+	// Processes are the worker processes of a task with isolation =
+	// "process".
+	Processes []Process `json:"processes,omitempty"`
+}
+
+// Process is one worker process, for status.
+type Process struct {
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	Busy    bool      `json:"busy"`
+	// RSS is its resident memory in bytes, read when status is asked
+	// for; 0 where it cannot be read.
+	RSS int64 `json:"rss_bytes"`
 }
 
 // WorkerCount is a pool's size, how many of its workers are busy, and its
@@ -106,7 +92,11 @@ func (e *Engine) Status() Status {
 		StartedAt:  e.started,
 		Generation: e.generation,
 		LastReload: e.lastReload,
+		Reloads:    make([]ReloadResult, 0, len(e.reloads)),
 		Tasks:      []TaskStatus{},
+	}
+	for i := len(e.reloads) - 1; i >= 0; i-- {
+		s.Reloads = append(s.Reloads, e.reloads[i])
 	}
 	t := e.tuning.Load()
 	s.Settings = Settings{ScalingInterval: t.ScalingInterval.Seconds(), ShutdownTimeout: t.ShutdownTimeout.Seconds(),
@@ -141,6 +131,7 @@ func (e *Engine) Status() Status {
 			Messages:    state.messages(),
 			LastError:   last,
 			Schedule:    state.tick.status(),
+			Processes:   v.processes(),
 		})
 	}
 	return s
@@ -158,3 +149,24 @@ func (e *Engine) LogStatus() {
 			"ack", t.Messages["ack"], "retry", t.Messages["retry"], "dead", t.Messages["dead"])
 	}
 }
+
+// Publish sends a message to the exchange, as `symphony publish` does,
+// and returns its message id. An unroutable key is broker.ErrUnroutable.
+func (e *Engine) Publish(pub tasks.Publication) (string, error) {
+	msg, err := broker.NewMessage(pub)
+	if err != nil {
+		return "", err
+	}
+	if err := e.cfg.Broker.Publish(pub.RoutingKey, msg); err != nil {
+		return "", fmt.Errorf("publish %s: %w", pub.RoutingKey, err)
+	}
+	return msg.UUID, nil
+}
+
+// Health is nil when the broker can store and deliver messages now, and
+// otherwise says why not (broker.Health).
+func (e *Engine) Health() error { return broker.Health(e.cfg.Broker) }
+
+// DeadLetters are the broker's dead letters, to list, show, replay and
+// purge.
+func (e *Engine) DeadLetters() broker.DeadLetters { return e.cfg.Broker.DeadLetters() }
