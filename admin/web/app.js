@@ -104,6 +104,7 @@ async function loadHistory() {
     const h = await r.json();
     state.keep = h.keep_seconds || 900;
     state.history = h.tasks || {};
+    render();
     renderCharts();
   } catch (_) { /* the stream's reconnect brings us back here */ }
 }
