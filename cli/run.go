@@ -93,6 +93,22 @@ func run(c *cli.Context) error {
 		return err
 	}
 	roots, s, log := l.roots, l.initial, l.log
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "symphony_spans_dropped_total",
+		Help: "Delivery spans the OTLP endpoint did not take (down, slow or refusing), or that found the export queue full."})
+	reg.MustRegister(dropped)
+	tr, err := newTracing(s.OTLPEndpoint, versionString(), dropped, log)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tr.Shutdown(ctx)
+	}()
+	// Each capability call is a span too, under its delivery's.
+	l.world.Calls = callSpans{tr.Tracer()}
 	// The watcher takes its first look before the files load: a change
 	// in between then reloads rather than going unseen.
 	var w *watcher
@@ -128,20 +144,6 @@ func run(c *cli.Context) error {
 	}
 	defer b.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "symphony_spans_dropped_total",
-		Help: "Delivery spans the OTLP endpoint did not take (down, slow or refusing), or that found the export queue full."})
-	reg.MustRegister(dropped)
-	tr, err := newTracing(s.OTLPEndpoint, versionString(), dropped, log)
-	if err != nil {
-		return usageError{err}
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tr.Shutdown(ctx)
-	}()
 	eng, err := engine.New(engine.Config{
 		Broker:          b,
 		BrokerURL:       s.Broker,

@@ -11,10 +11,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // tracing is the process's tracer: every delivery is a span, whether or
@@ -227,4 +230,35 @@ func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h traceHandler) WithGroup(name string) slog.Handler {
 	return traceHandler{h.Handler.WithGroup(name)}
+}
+
+// callSpans makes every capability call a task makes a span of its own,
+// the child of its delivery's span (the World's call-observation seam).
+type callSpans struct{ tracer trace.Tracer }
+
+var _ tasks.CallObserver = callSpans{}
+
+func (c callSpans) StartCall(ctx context.Context, call *tasks.Call) context.Context {
+	ctx, _ = c.tracer.Start(ctx, call.Module+"."+call.Function, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithTimestamp(call.Start),
+		trace.WithAttributes(
+			attribute.String("symphony.task", call.Task),
+			attribute.String("symphony.call.module", call.Module),
+			attribute.String("symphony.call.function", call.Function),
+			attribute.String("symphony.call.target", call.Target),
+		))
+	return ctx
+}
+
+func (c callSpans) EndCall(ctx context.Context, call *tasks.Call) {
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(attribute.String("symphony.call.result", call.Result))
+	if call.Result != tasks.CallOK {
+		msg := call.Result
+		if call.Err != nil {
+			msg += ": " + call.Err.Error()
+		}
+		span.SetStatus(codes.Error, msg)
+	}
+	span.End(trace.WithTimestamp(call.Start.Add(call.Took)))
 }

@@ -126,6 +126,12 @@ def work(payload, meta):
 task(name = "first", subscribe_to = ["first.#"], work = work)
 `
 
+// firstCalling is the first task calling an HTTP server on the way.
+func firstCalling(url, host string) string {
+	return strings.Replace(strings.Replace(pipelineFirst, `    return True`, `    http.get("`+url+`")
+    return True`, 1), `work = work)`, `work = work, allow = ["http"], allow_hosts = ["`+host+`"])`, 1)
+}
+
 const pipelineSecond = `
 def work(payload, meta):
     log.info("second ran", id = payload["id"], traceparent = meta.headers.get("traceparent", ""))
@@ -144,7 +150,9 @@ func TestTracing(t *testing.T) {
 	recv := newReceiver(t)
 	env := symphonytest.NewEnv(t)
 	dir := t.TempDir()
-	write(t, filepath.Join(dir, "first.star"), pipelineFirst)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(api.Close)
+	write(t, filepath.Join(dir, "first.star"), firstCalling(api.URL+"/ping", strings.TrimPrefix(api.URL, "http://")))
 	write(t, filepath.Join(dir, "second.star"), pipelineSecond)
 	d := env.Start("--otlp-endpoint", recv.url, dir)
 
@@ -167,6 +175,14 @@ func TestTracing(t *testing.T) {
 	if !spanHas(first, map[string]string{"messaging.rabbitmq.destination.routing_key": "first.go", "symphony.attempt": "1"}) ||
 		first.Kind != tracepb.Span_SPAN_KIND_CONSUMER || first.Name != "process first" {
 		t.Errorf("first span: %v", first)
+	}
+
+	// The capability call is a span of its own, the child of the
+	// delivery's.
+	call := recv.span(map[string]string{"symphony.call.module": "http", "symphony.call.function": "get", "symphony.call.result": "ok"})
+	if hex.EncodeToString(call.ParentSpanId) != hex.EncodeToString(first.SpanId) || call.Name != "http.get" ||
+		!spanHas(call, map[string]string{"symphony.task": "first"}) {
+		t.Errorf("the http call's span: %v", call)
 	}
 
 	// The log lines of each delivery, the task's own included, name its

@@ -117,6 +117,17 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 			shown[copyRoot] = root
 		}
 	}
+	// The process exports its own spans; those it drops it logs.
+	tr, err := newTracing(s.OTLPEndpoint, versionString(), nil, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tr.Shutdown(ctx)
+	}()
+	world.Calls = callSpans{tr.Tracer()}
 	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world})
 	if err != nil {
 		return err
@@ -153,16 +164,6 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 		return err
 	}
 	defer b.Close()
-	// The process exports its own spans; those it drops it logs.
-	tr, err := newTracing(s.OTLPEndpoint, versionString(), nil, log)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tr.Shutdown(ctx)
-	}()
 	events := os.NewFile(3, "events")
 	return engine.RunWorker(intake, hard, engine.WorkerConfig{
 		Broker: b, Logger: log, Task: task, Events: events, Oneshot: c.Bool("oneshot"), Tracer: tr.Tracer(),
