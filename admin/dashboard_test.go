@@ -31,6 +31,8 @@ import (
 
 const token = "dashboard-test-token"
 
+func TestMain(m *testing.M) { symphonytest.Main(m) }
+
 var dashboardTasks = map[string]string{
 	"greet.star": `
 def work(payload, meta):

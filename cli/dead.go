@@ -159,6 +159,9 @@ func deadChange(c *cli.Context, verb string) error {
 		return usagef("dead %s: --all goes alone", verb)
 	}
 	return withDeadLetters(c, all, func(ctx context.Context, dl broker.DeadLetters) error {
+		if verb == "replay" && len(ids) == 0 {
+			return replayWithProgress(ctx, c, dl, queue)
+		}
 		change := dl.Replay
 		if verb == "purge" {
 			change = dl.Purge
@@ -171,6 +174,59 @@ func deadChange(c *cli.Context, verb string) error {
 		fmt.Fprintf(c.App.Writer, "%s %d dead letters\n", past, n)
 		return nil
 	})
+}
+
+// replayWithProgress replays every dead letter of queue ("" for all),
+// showing on a terminal how far it got, as publish --file does: the
+// broker replays in one operation, and the count of what is left says
+// how far it is.
+func replayWithProgress(ctx context.Context, c *cli.Context, dl broker.DeadLetters, queue string) error {
+	total, err := dl.Count(ctx, queue)
+	if err != nil {
+		return deadError(err)
+	}
+	progress := newProgress(c.App.ErrWriter, total, total > 0)
+	start := time.Now()
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := dl.Replay(ctx, queue, nil)
+		done <- result{n, err}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	moved := 0
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				progress.done()
+				return deadError(r.err)
+			}
+			progress.update(max(r.n, moved))
+			progress.done()
+			took := time.Since(start)
+			fmt.Fprintf(c.App.Writer, "replayed %d dead letters\n", r.n)
+			if r.n > 0 {
+				fmt.Fprintf(c.App.ErrWriter, "replayed %d dead letters in %s (%.0f/s)\n", r.n, took.Round(time.Millisecond),
+					float64(r.n)/took.Seconds())
+			}
+			return nil
+		case <-tick.C:
+			if !progress.on {
+				continue
+			}
+			// Letters replayed and dead again count as left: the bar
+			// never moves back.
+			if left, err := dl.Count(ctx, queue); err == nil {
+				moved = max(moved, min(total-left, total))
+				progress.update(moved)
+			}
+		}
+	}
 }
 
 // deadError adds what to do to an error of the dead-letter commands.

@@ -38,6 +38,10 @@ func publishCommand() *cli.Command {
 				Usage: "header as key=value (repeatable)"},
 			&cli.StringFlag{Name: "file", EnvVars: []string{envName("file")},
 				Usage: "publish every non-empty line of this file as one payload ('-' for standard input)"},
+			&cli.StringFlag{Name: "delay", EnvVars: []string{envName("delay")},
+				Usage: "hold the message back this long (30s, 1m30s, or seconds)"},
+			&cli.StringFlag{Name: "at", EnvVars: []string{envName("at")},
+				Usage: "hold the message back until this time (2026-05-01T09:00:00Z, \"2026-05-01 09:00\", or 09:00 today, local time)"},
 			&cli.IntFlag{Name: "priority", EnvVars: []string{envName("priority")},
 				Usage: fmt.Sprintf("priority from 0 to %d, for the queues of tasks with max_priority (higher first)", tasks.PriorityLimit)},
 			tasksFlag(),
@@ -69,6 +73,10 @@ func publish(c *cli.Context) error {
 	priority := c.Int("priority")
 	if err := tasks.ValidatePriority(priority); err != nil {
 		return usagef("--priority: %w", err)
+	}
+	delay, err := publishDelay(c.String("delay"), c.String("at"), time.Now())
+	if err != nil {
+		return err
 	}
 	contentType := c.String("content-type")
 	mediaType, _, err := mime.ParseMediaType(contentType)
@@ -125,7 +133,7 @@ func publish(c *cli.Context) error {
 		msgs := make([]*message.Message, 0, len(batch))
 		for _, body := range batch {
 			msg, err := broker.NewMessage(tasks.Publication{RoutingKey: key, Body: body, ContentType: contentType, Headers: headers,
-				Priority: priority})
+				Priority: priority, Delay: delay})
 			if err != nil {
 				return err
 			}
@@ -141,7 +149,11 @@ func publish(c *cli.Context) error {
 		sent += len(msgs)
 		progress.update(sent)
 		if len(msgs) == 1 && file == "" {
-			fmt.Fprintf(c.App.ErrWriter, "published message %s to %s\n", msgs[0].UUID, key)
+			held := ""
+			if delay > 0 {
+				held = fmt.Sprintf(", held until %s", start.Add(delay).Local().Format(time.DateTime))
+			}
+			fmt.Fprintf(c.App.ErrWriter, "published message %s to %s%s\n", msgs[0].UUID, key, held)
 		}
 	}
 	progress.done()
@@ -151,6 +163,50 @@ func publish(c *cli.Context) error {
 			sent, key, took.Round(time.Millisecond), float64(sent)/took.Seconds())
 	}
 	return nil
+}
+
+// publishDelay reads --delay or --at as how long to hold a message back.
+func publishDelay(delay, at string, now time.Time) (time.Duration, error) {
+	switch {
+	case delay != "" && at != "":
+		return 0, usagef("give --delay or --at, not both")
+	case delay != "":
+		d, err := parseDuration(delay)
+		if err != nil {
+			return 0, usagef("--delay: %w", err)
+		}
+		return d, nil
+	case at != "":
+		t, err := parseAt(at, now)
+		if err != nil {
+			return 0, usagef("--at: %w", err)
+		}
+		if !t.After(now) {
+			return 0, usagef("--at %s is in the past (%s)", at, t.Format(time.RFC3339))
+		}
+		return t.Sub(now), nil
+	}
+	return 0, nil
+}
+
+// parseAt reads a time: RFC 3339, a local date and time, or a local time
+// of day, which is today's.
+func parseAt(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02T15:04", "2006-01-02 15:04"} {
+		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+			return t, nil
+		}
+	}
+	for _, layout := range []string{"15:04:05", "15:04"} {
+		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+			y, m, d := now.Date()
+			return time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, now.Location()), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time: use 2026-05-01T09:00:00Z, \"2026-05-01 09:00\" or 09:00 (local time)", s)
 }
 
 func checkJSON(body []byte) error {

@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -20,10 +24,16 @@ func statusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "what the running daemon reports, from its admin server (--admin-addr)",
 		Flags: append(globalFlags(), tasksFlag(),
-			&cli.BoolFlag{Name: "json", Usage: "print the daemon's JSON as it is"}),
+			&cli.BoolFlag{Name: "json", Usage: "print the daemon's JSON as it is"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "refresh in place until interrupted"},
+			&cli.StringFlag{Name: "interval", Value: "2s", Usage: "how often --watch refreshes"}),
 		Action: showStatus,
 	}
 }
+
+// clearScreen moves a terminal's cursor home and clears it, so that a
+// watched status is redrawn in place.
+const clearScreen = "\x1b[H\x1b[2J"
 
 func showStatus(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -36,6 +46,45 @@ func showStatus(c *cli.Context) error {
 	if s.AdminAddr == "" {
 		return usagef("status needs the daemon's --admin-addr")
 	}
+	if !c.Bool("watch") {
+		return printStatus(c, s, c.App.Writer)
+	}
+	every, err := parseDuration(c.String("interval"))
+	if err != nil || every < 100*time.Millisecond {
+		return usagef("--interval %q: give a duration of at least 0.1s", c.String("interval"))
+	}
+	// Interrupting the watch is how it ends, not an error.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w := c.App.Writer
+	terminal := isTerminal(w)
+	for {
+		// The whole screen is drawn first and written at once: no flicker.
+		var frame bytes.Buffer
+		if terminal {
+			frame.WriteString(clearScreen)
+		}
+		fmt.Fprintf(&frame, "%s (every %s; ^C to stop)\n", time.Now().Format(time.TimeOnly), every)
+		if err := printStatus(c, s, &frame); err != nil {
+			// A daemon restarting is a moment to wait out, not the end.
+			fmt.Fprintf(&frame, "%v\n", err)
+		}
+		if !terminal {
+			frame.WriteString("\n")
+		}
+		if _, err := w.Write(frame.Bytes()); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
+}
+
+// printStatus asks the daemon for its status and writes it to w.
+func printStatus(c *cli.Context, s settings, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	url := "http://" + s.AdminAddr + "/status"
@@ -55,7 +104,6 @@ func showStatus(c *cli.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("the daemon at %s answered %s", s.AdminAddr, resp.Status)
 	}
-	w := c.App.Writer
 	if c.Bool("json") {
 		_, err := w.Write(body)
 		return err
