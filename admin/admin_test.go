@@ -375,6 +375,7 @@ func TestPublishRefusals(t *testing.T) {
 		{"priority out of range", "s3cret", `{"routing_key": "t.x", "priority": 11}`, nil, 400, "out of range"},
 		{"form post", "s3cret", `routing_key=t.x`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "application/json"},
 		{"cross-site", "s3cret", `{"routing_key": "t.x"}`, []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, 403, ""},
+		{"cross-site without the token", "", `{"routing_key": "t.x"}`, []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, 403, ""},
 		{"cross-origin", "s3cret", `{"routing_key": "t.x"}`, []string{"Origin", "https://evil.example"}, 403, ""},
 	} {
 		code, body := d.do("POST", "/publish", c.token, c.body, c.header...)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,4 +170,38 @@ func TestStatusWatch(t *testing.T) {
 		t.Errorf("%d redraws:\n%q", n, out)
 	}
 	d.Stop()
+}
+
+// TestAdminAddress: a busy admin address stops the daemon at once, saying
+// which; one beyond loopback without a token is a warning.
+func TestAdminAddress(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	env := symphonytest.NewEnv(t)
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.star"), versioned("a", "v1"))
+	d := env.StartNoWait("--admin-addr", busy.Addr().String(), dir)
+	if code := d.Exit(); code != 1 {
+		t.Errorf("exit %d", code)
+	}
+	if log := d.Log(); !strings.Contains(log, "start admin server on "+busy.Addr().String()) || !strings.Contains(log, "address already in use") {
+		t.Errorf("the daemon said:\n%s", log)
+	}
+
+	d = env.Start("--admin-addr", "0.0.0.0:0", dir)
+	d.WaitFor("the admin server listens beyond this machine without a token: anyone who reaches it sees the status and dead letters; set --admin-token to guard them and to allow actions", nil)
+	d.Stop()
+	env.Vars = append(env.Vars, "SYMPHONY_ADMIN_TOKEN=t0ken")
+	d = env.Start(dir)
+	if ev := d.WaitFor("admin server listening", nil); ev.Str("actions") != "true" {
+		t.Errorf("with a token: %v", ev)
+	}
+	d.Stop()
+	if d.Count("the admin server listens beyond this machine without a token: anyone who reaches it sees the status and dead letters; set --admin-token to guard them and to allow actions", nil) != 0 {
+		t.Error("warned on loopback with a token")
+	}
 }
