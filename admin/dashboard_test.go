@@ -367,6 +367,33 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("publish from the page", func(t *testing.T) {
+		before := taskOf(status(t, addr), "greet").Messages["ack"]
+		if err := do(ctx,
+			chromedp.Click(chromedp.CSS(`#publish-open`)),
+			chromedp.WaitVisible(chromedp.CSS(`#publish-key`)),
+			chromedp.SendKeys(chromedp.CSS(`#publish-key`), "greeting.page"),
+			chromedp.SendKeys(chromedp.CSS(`#publish-payload`), `{"name": "from the page"}`),
+			chromedp.Click(chromedp.CSS(`#publish-form button[type="submit"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#publish-result`)),
+		); err != nil {
+			t.Fatal(err)
+		}
+		if got := text(t, ctx, `#publish-result`); !strings.HasPrefix(got, "Published message ") {
+			t.Errorf("the page says %q", got)
+		}
+		d.WaitFor("hello", map[string]string{"name": "from the page"})
+		eventually(t, "the page's message is handled", func() string {
+			if n := taskOf(status(t, addr), "greet").Messages["ack"]; n != before+1 {
+				return fmt.Sprintf("acked %d, before %d", n, before)
+			}
+			return ""
+		})
+		if err := do(ctx, chromedp.Click(chromedp.CSS(`#publish-dialog [data-close]`))); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("a failed reload shows", func(t *testing.T) {
 		broken := filepath.Join(tasksDir, "greet.star")
 		if err := os.WriteFile(broken, []byte("def work(payload, meta)\n    return True\n"), 0o644); err != nil {
@@ -422,8 +449,19 @@ func TestDashboard(t *testing.T) {
 				chromedp.Navigate("http://"+addr+"/"),
 				chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="live"]`)),
 				chromedp.Poll[chromedp.Void](`document.querySelector('[data-task="greet"] svg')?.dataset.points > 0`),
-				chromedp.Click(chromedp.CSS(`[data-task="flaky"] .failure summary`)),
 			); err != nil {
+				t.Fatal(err)
+			}
+			// Nothing is wider than the screen, a failure's long line
+			// included: the page never scrolls sideways.
+			if wide := eval[string](t, tab, `(() => {
+				const w = document.documentElement.clientWidth;
+				const over = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1);
+				return document.documentElement.scrollWidth > w ? over.slice(0, 5).map(e => e.tagName + '.' + e.className).join(' ') || 'the page' : '';
+			})()`); wide != "" {
+				t.Errorf("%s: wider than the screen: %s", name, wide)
+			}
+			if err := do(tab, chromedp.Click(chromedp.CSS(`[data-task="flaky"] .failure summary`))); err != nil {
 				t.Fatal(err)
 			}
 			shot := chromedp.CaptureScreenshot()
