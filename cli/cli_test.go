@@ -436,3 +436,28 @@ func taskStatus(t *testing.T, d *symphonytest.Daemon, name string) map[string]an
 	t.Fatalf("/status has no task %s", name)
 	return nil
 }
+
+// A broker password never shows, even in a URL that does not parse.
+func TestBrokerPasswordsStaySecret(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"echo.star": echoTask})
+	for _, password := range []string{"p%a#s/s?w d", "pa ss", "p#ss", "p?ss", "p/ss", "p%zz"} {
+		url := "amqp://user:" + password + "@127.0.0.1:1/"
+		for _, args := range [][]string{
+			{"run", dir, "--broker", url},
+			{"publish", "echo.x", "{}", "--broker", url},
+			{"dead", "list", "echo", "--broker", url},
+		} {
+			r := env.Run("", args...)
+			if r.Code != 1 || !strings.Contains(r.Stderr, "amqp://user:xxxxx@127.0.0.1:1/") {
+				t.Errorf("symphony %s with password %q: exit %d, stderr %q", args[0], password, r.Code, r.Stderr)
+			}
+			for _, piece := range []string{password, password[1:], ":" + password[:1]} {
+				if strings.Contains(r.Stderr+r.Stdout, piece) {
+					t.Errorf("symphony %s shows %q of the password %q: %s", args[0], piece, password, r.Stderr)
+				}
+			}
+		}
+	}
+}

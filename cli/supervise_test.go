@@ -303,3 +303,45 @@ func TestWorkerProcessFailureIsALogLine(t *testing.T) {
 		t.Errorf("the failure line: %v", line)
 	}
 }
+
+// A worker process gets the broker URL on its standard input, not in its
+// environment, and task code cannot read the daemon's settings.
+func TestWorkerProcessesDoNotSeeTheBrokerURL(t *testing.T) {
+	t.Parallel()
+	symphonytest.NeedsWorkerProcesses(t)
+	env := symphonytest.NewEnv(t)
+	env.Vars = append(env.Vars, "SYMPHONY_ADMIN_TOKEN=not-for-workers")
+	d := env.Start(writeTasks(t, map[string]string{"p.star": `
+def work(payload, meta):
+    log.info("working")
+    sleep(payload["sleep"])
+    return True
+
+task(name = "p", subscribe_to = ["p"], work = work, isolation = "process")
+`}), "--shutdown-timeout", "0.1s")
+	env.MustRun("", "publish", "p", `{"sleep": 3600}`)
+	pid := d.WaitFor("working", nil).Str("worker_pid")
+	environ, err := os.ReadFile("/proc/" + pid + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if strings.HasPrefix(kv, "SYMPHONY_BROKER=") || strings.HasPrefix(kv, "SYMPHONY_ADMIN_TOKEN=") || strings.Contains(kv, env.URL) {
+			t.Errorf("the worker process's environment holds %q", kv)
+		}
+	}
+	d.Stop()
+	d = env.Start(writeTasks(t, map[string]string{"q.star": `
+def work(payload, meta):
+    env("SYMPHONY_BROKER")
+    return True
+
+task(name = "q", subscribe_to = ["q"], work = work, isolation = "process")
+`}))
+	env.MustRun("", "publish", "q", `{}`)
+	dead := d.WaitFor("message dead-lettered", nil)
+	if !strings.Contains(dead.Str("error"), "symphony's own settings") || strings.Contains(dead.Str("error"), env.URL) {
+		t.Errorf("env(\"SYMPHONY_BROKER\") in a worker process: %v", dead)
+	}
+	d.Stop()
+}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,8 +25,10 @@ import (
 
 // The daemon runs a task with isolation = "process" as child processes of
 // its own binary: `symphony worker --task NAME PATH...`, with the settings
-// in its environment (so a broker password is not on a command line) and
-// its events on file descriptor 3.
+// in its environment but the broker URL on its standard input (so that a
+// broker password is neither on a command line nor in an environment that
+// task code or /proc/PID/environ could read), and its events on file
+// descriptor 3.
 
 func workerCommand() *cli.Command {
 	return &cli.Command{
@@ -47,8 +51,12 @@ func workerCommand() *cli.Command {
 // not mix versions) with the daemon's settings, loading the copy of the
 // task files of the generation that loaded the task.
 func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
-	env := append(os.Environ(),
-		envName("broker")+"="+s.Broker,
+	// The broker URL (and the admin token, which a worker has no use
+	// for) stay out of the child's environment.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, envName("broker")+"=") || strings.HasPrefix(kv, envName("admin-token")+"=")
+	})
+	env = append(env,
 		envName("exchange")+"="+s.Exchange,
 		envName("log-format")+"="+s.LogFormat,
 		envName("log-level")+"="+s.LogLevel.String(),
@@ -75,6 +83,7 @@ func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
 		if spec.MaxMemory > 0 {
 			cmd.Env = append(cmd.Env, envMaxMemory+"="+strconv.FormatInt(spec.MaxMemory, 10))
 		}
+		cmd.Stdin = strings.NewReader(s.Broker)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		return cmd, nil
 	}
@@ -155,7 +164,14 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 		stopHard(tasks.ErrShutdown)
 	}()
 
-	b, err := openBroker(intake, s.Broker, s.Exchange, log, nil)
+	url, err := io.ReadAll(c.App.Reader)
+	if err != nil {
+		return fmt.Errorf("read the broker URL from standard input: %w", err)
+	}
+	if len(url) == 0 {
+		return errors.New("no broker URL on standard input: worker processes are started by the daemon")
+	}
+	b, err := openBroker(intake, string(url), s.Exchange, log, nil)
 	if err != nil {
 		if intake.Err() != nil {
 			// Asked to stop while connecting: nothing was taken.

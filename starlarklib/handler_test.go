@@ -838,3 +838,25 @@ task(subscribe_to = [env("TOPIC") + ".#"], work = work)
 		t.Errorf("Handle() = %s %v", r.Verdict, r.Err)
 	}
 }
+
+// The daemon's own settings (a broker URL with its password) are not for
+// task code, in whatever case the name is written.
+func TestEnvHidesTheDaemonsSettings(t *testing.T) {
+	t.Parallel()
+	lookup := func(k string) (string, bool) { return "amqp://u:secret@h/", true }
+	tk := loadTask(t, `
+def work(payload, meta):
+    return env(payload)
+task(subscribe_to = ["x"], work = work)
+`, Options{LookupEnv: lookup})
+	for _, name := range []string{"SYMPHONY_BROKER", "symphony_exchange", "SYMPHONY_"} {
+		r := handle(tk, "application/json", []byte(`"`+name+`"`))
+		if r.Verdict != tasks.Failed || r.Err == nil || !strings.Contains(r.Err.Error(), "symphony's own settings") ||
+			strings.Contains(r.Err.Error(), "secret") {
+			t.Errorf("env(%q): %s %v", name, r.Verdict, r.Err)
+		}
+	}
+	if r := handle(tk, "application/json", []byte(`"BROKER"`)); r.Verdict != tasks.Succeeded {
+		t.Errorf("env(\"BROKER\"): %s %v", r.Verdict, r.Err)
+	}
+}

@@ -256,7 +256,10 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 func uriError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("the URL does not parse (%v); percent-encode reserved characters in the user name and password", ue.Err)
+		// ue.Err quotes the part that failed, which may be a piece of
+		// the password.
+		return errors.New("the URL does not parse: percent-encode the characters % # / ? @ : and space " +
+			"in the user name and password (p%25ss for p%ss)")
 	}
 	return err
 }
