@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,15 +16,22 @@ import (
 // openBroker opens the broker a URL names. queues, when not nil, gives the
 // task queues the caller knows of: RabbitMQ cannot list queues, so
 // dead-letter commands that cover every queue rely on them; it is called
-// only for RabbitMQ. Errors name the URL without its password.
-func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, queues func() []string) (broker.Broker, error) {
+// only for RabbitMQ. existing refuses to create an embedded broker's
+// database: only the daemon makes one. Errors name the URL without its
+// password.
+func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, queues func() []string, existing bool) (broker.Broker, error) {
 	scheme, rest, _ := strings.Cut(url, ":")
 	switch scheme {
 	case "sqlite":
 		if rest == "" {
 			return nil, usagef("broker %q: give a path, as in sqlite:symphony.db", url)
 		}
-		b, err := sqlite.Open(ctx, rest, sqlite.Options{Exchange: exchange, Logger: log})
+		b, err := sqlite.Open(ctx, rest, sqlite.Options{Exchange: exchange, Logger: log, Existing: existing})
+		if errors.Is(err, sqlite.ErrNoDatabase) {
+			return nil, fmt.Errorf("open broker %s: %w (a daemon creates it when it first runs): point --broker (or SYMPHONY_BROKER) "+
+				"at the daemon's database, run the command in the directory the daemon runs in, or give --tasks DIR "+
+				"whose symphony.star names the broker", broker.Redact(url), err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open broker %s: %w", broker.Redact(url), err)
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,6 +50,7 @@ task(name = "echo", subscribe_to = ["echo.#"], work = work)
 func TestPublishUnroutableExits3(t *testing.T) {
 	t.Parallel()
 	env := symphonytest.NewEnv(t)
+	env.Start(writeTasks(t, map[string]string{"echo.star": echoTask})).Stop()
 	r := env.Run("", "publish", "nobody.listens", `{"a": 1}`)
 	if r.Code != 3 || !strings.Contains(r.Stderr, `"nobody.listens"`) || !strings.Contains(r.Stderr, "no queue is bound") {
 		t.Errorf("exit %d, stderr %q; want 3 naming the key", r.Code, r.Stderr)
@@ -399,6 +401,7 @@ func published(t *testing.T, r symphonytest.Result) string {
 func TestDeadLettersRunNoTaskFileOnTheEmbeddedBroker(t *testing.T) {
 	t.Parallel()
 	env := symphonytest.NewEnv(t)
+	env.Start(writeTasks(t, map[string]string{"echo.star": echoTask})).Stop()
 	dir := writeTasks(t, map[string]string{"a.star": "task(name = \"a\", subscribe_to = [\"a\"], work = lambda p, m: True)\nfail(\"ran\")\n"})
 	for _, args := range [][]string{{"dead", "list"}, {"dead", "purge", "--all"}} {
 		r := env.MustRun("", append(args, "--tasks", dir)...)
@@ -459,5 +462,63 @@ func TestBrokerPasswordsStaySecret(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Commands other than run never create an embedded broker's database:
+// pointed at one that does not exist, they say so (SPEC §4).
+func TestNoSilentNewDatabase(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	db := strings.TrimPrefix(env.URL, "sqlite:")
+	for _, args := range [][]string{
+		{"dead", "list"},
+		{"dead", "list", "echo"},
+		{"dead", "show", "x"},
+		{"dead", "replay", "--all"},
+		{"dead", "purge", "echo"},
+		{"publish", "echo.x", "{}"},
+	} {
+		r := env.Run("", args...)
+		if r.Code != 1 || !strings.Contains(r.Stderr, db+": the database does not exist") || !strings.Contains(r.Stderr, "--broker") {
+			t.Errorf("symphony %s: exit %d, stderr %q", strings.Join(args, " "), r.Code, r.Stderr)
+		}
+	}
+	// The default, relative to the working directory, in an empty one.
+	env.Vars = slices.DeleteFunc(env.Vars, func(kv string) bool { return strings.HasPrefix(kv, "SYMPHONY_BROKER=") })
+	if r := env.Run("", "dead", "list"); r.Code != 1 || !strings.Contains(r.Stderr, "sqlite:symphony.db") {
+		t.Errorf("dead list in an empty directory: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	if r := env.Run("", "status"); r.Code != 1 || !strings.Contains(r.Stderr, "no daemon has run with sqlite:symphony.db") {
+		t.Errorf("status in an empty directory: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	entries, _ := os.ReadDir(env.Dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "symphony.db") {
+			t.Errorf("a command created %s", e.Name())
+		}
+	}
+}
+
+// A relative sqlite: path in symphony.star is relative to that file's
+// directory, wherever the commands run.
+func TestRelativeBrokerPathInSymphonyStar(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	env.Vars = slices.DeleteFunc(env.Vars, func(kv string) bool { return strings.HasPrefix(kv, "SYMPHONY_BROKER=") })
+	dir := writeTasks(t, map[string]string{
+		"echo.star":     echoTask,
+		"symphony.star": "config(broker = \"sqlite:data/queue.db\")\n",
+		"data/.keep":    "",
+	})
+	d := env.Start(dir)
+	id := published(t, env.MustRun("", "publish", "echo.x", "{}", "--tasks", dir))
+	d.WaitFor("got", map[string]string{"message_id": id})
+	d.Stop()
+	if _, err := os.Stat(filepath.Join(dir, "data", "queue.db")); err != nil {
+		t.Errorf("the database is not beside symphony.star: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(env.Dir, "data")); err == nil {
+		t.Errorf("a data directory appeared in the working directory")
 	}
 }

@@ -138,7 +138,7 @@ func run(c *cli.Context) error {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil)
+	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil, false)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,11 +43,15 @@ type option struct {
 	name, value, usage string
 	list, boolean      bool
 	apply              func(s *settings, values []string) error
+	// inFile, if set, reads a value set in symphony.star, given the
+	// file's directory.
+	inFile func(dir, value string) string
 }
 
 var options = []option{
 	{name: "broker", value: "sqlite:symphony.db", usage: "broker URL: sqlite:PATH or amqp://user:pass@host:port/vhost",
-		apply: func(s *settings, v []string) error { s.Broker = v[0]; return nil }},
+		apply:  func(s *settings, v []string) error { s.Broker = v[0]; return nil },
+		inFile: sqliteRelativeTo},
 	{name: "exchange", value: "symphony", usage: "topic exchange to consume from and publish to",
 		apply: func(s *settings, v []string) error { s.Exchange = v[0]; return nil }},
 	{name: "admin-addr", value: "127.0.0.1:9780", usage: "address of /metrics, /healthz, /readyz and /status; empty disables",
@@ -105,6 +111,16 @@ var options = []option{
 		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},
 }
 
+// sqliteRelativeTo reads a relative sqlite: path in symphony.star as
+// relative to the file's directory, wherever the command runs.
+func sqliteRelativeTo(dir, url string) string {
+	path, ok := strings.CutPrefix(url, "sqlite:")
+	if !ok || path == "" || filepath.IsAbs(path) {
+		return url
+	}
+	return "sqlite:" + filepath.Join(dir, path)
+}
+
 // envName is the environment variable of a flag: SYMPHONY_LOG_FORMAT for
 // --log-format.
 func envName(flag string) string {
@@ -155,6 +171,12 @@ func resolve(c *cli.Context, file starlarklib.Config) (settings, error) {
 		case file[o.name].Pos != "":
 			values = file[o.name].Values
 			source = file[o.name].Pos
+			if o.inFile != nil {
+				values = slices.Clone(values)
+				for i, v := range values {
+					values[i] = o.inFile(file[o.name].Dir, v)
+				}
+			}
 		case o.list:
 			continue
 		default:

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/signal"
@@ -94,7 +96,14 @@ func printStatus(c *cli.Context, s settings, w io.Writer) error {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("ask the daemon at %s: %w (is it running, with this --admin-addr?)", s.AdminAddr, err)
+		hint := "is it running, with this --admin-addr?"
+		if path, ok := strings.CutPrefix(s.Broker, "sqlite:"); ok {
+			path, _, _ = strings.Cut(path, "?")
+			if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
+				hint = fmt.Sprintf("no daemon has run with %s here: it does not exist; give --broker, or --tasks DIR, or run this in the daemon's directory", s.Broker)
+			}
+		}
+		return fmt.Errorf("ask the daemon at %s: %w (%s)", s.AdminAddr, err, hint)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

@@ -171,7 +171,7 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 	if len(url) == 0 {
 		return errors.New("no broker URL on standard input: worker processes are started by the daemon")
 	}
-	b, err := openBroker(intake, string(url), s.Exchange, log, nil)
+	b, err := openBroker(intake, string(url), s.Exchange, log, nil, false)
 	if err != nil {
 		if intake.Err() != nil {
 			// Asked to stop while connecting: nothing was taken.

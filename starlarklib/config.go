@@ -27,6 +27,9 @@ type Setting struct {
 	Values []string
 	// Pos is the config() call, file:line:col.
 	Pos string
+	// Dir is the directory of the symphony.star that set it, against
+	// which a relative path in it is read.
+	Dir string
 }
 
 // configCall collects the one config() call of a symphony.star.
@@ -146,6 +149,10 @@ func (l *loader) config(rt *root) (Config, Errors) {
 		th.Cancel(fmt.Sprintf("symphony.star ran more than %d steps", limit))
 	}
 	_, err = prog.Init(th, l.env.predeclared)
+	for k, v := range call.settings {
+		v.Dir = rt.abs
+		call.settings[k] = v
+	}
 	errs := call.errs
 	if err != nil {
 		errs = append(errs, errorsOf(err, l.pos)...)

@@ -39,18 +39,19 @@ config(
 		t.Fatalf("LoadConfigOptions() = %v", err)
 	}
 	pos := filepath.Join(root, "symphony.star") + ":2:1"
+	dir := realPath(t, root)
 	want := Config{
-		"broker":           {Values: []string{"amqp://guest:guest@localhost/"}, Pos: pos},
-		"exchange":         {Values: []string{"events"}, Pos: pos},
-		"admin-addr":       {Values: []string{""}, Pos: pos},
-		"log-format":       {Values: []string{"json"}, Pos: pos},
-		"log-level":        {Values: []string{"debug"}, Pos: pos},
-		"shutdown-timeout": {Values: []string{"45s"}, Pos: pos},
-		"scaling-interval": {Values: []string{"250ms"}, Pos: pos},
-		"throttle-max":     {Values: []string{"8"}, Pos: pos},
-		"throttle-factor":  {Values: []string{"0.5"}, Pos: pos},
-		"task":             {Values: []string{"thumbnails", "billing.charge"}, Pos: pos},
-		"no-watch":         {Values: []string{"true"}, Pos: pos},
+		"broker":           {Values: []string{"amqp://guest:guest@localhost/"}, Pos: pos, Dir: dir},
+		"exchange":         {Values: []string{"events"}, Pos: pos, Dir: dir},
+		"admin-addr":       {Values: []string{""}, Pos: pos, Dir: dir},
+		"log-format":       {Values: []string{"json"}, Pos: pos, Dir: dir},
+		"log-level":        {Values: []string{"debug"}, Pos: pos, Dir: dir},
+		"shutdown-timeout": {Values: []string{"45s"}, Pos: pos, Dir: dir},
+		"scaling-interval": {Values: []string{"250ms"}, Pos: pos, Dir: dir},
+		"throttle-max":     {Values: []string{"8"}, Pos: pos, Dir: dir},
+		"throttle-factor":  {Values: []string{"0.5"}, Pos: pos, Dir: dir},
+		"task":             {Values: []string{"thumbnails", "billing.charge"}, Pos: pos, Dir: dir},
+		"no-watch":         {Values: []string{"true"}, Pos: pos, Dir: dir},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("config =\n %v\nwant\n %v", got, want)

@@ -95,7 +95,15 @@ type Options struct {
 	Exchange string
 	// Logger receives the broker's warnings; nil discards them.
 	Logger *slog.Logger
+	// Existing refuses to create the database: a command that reads or
+	// adds to a daemon's broker must not make an empty one by mistake.
+	// Open then fails with ErrNoDatabase.
+	Existing bool
 }
+
+// ErrNoDatabase is Open's error for a database that does not exist when
+// Options.Existing is set.
+var ErrNoDatabase = errors.New("the database does not exist")
 
 // config is what Open read from the DSN.
 type config struct {
@@ -165,6 +173,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Broker, error) {
 	}
 	if err := checkPath(cfg.path); err != nil {
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.path, err)
+	}
+	if opts.Existing {
+		if _, err := os.Stat(cfg.path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open sqlite database %s: %w", cfg.path, ErrNoDatabase)
+		}
 	}
 	if opts.Exchange == "" {
 		opts.Exchange = "symphony"
