@@ -522,3 +522,36 @@ func TestRelativeBrokerPathInSymphonyStar(t *testing.T) {
 		t.Errorf("a data directory appeared in the working directory")
 	}
 }
+
+// dead list shows a failure's message, not the backtrace's header, and the
+// backtrace names a builtin once.
+func TestDeadListShowsTheErrorMessage(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"neg.star": `
+def work(payload, meta):
+    if payload["n"] < 0:
+        fail("negative")
+    return True
+
+task(name = "neg", subscribe_to = ["neg"], work = work)
+`}))
+	id := published(t, env.MustRun("", "publish", "neg", `{"n": -1}`))
+	d.WaitFor("message dead-lettered", map[string]string{"message_id": id})
+	d.Stop()
+	list := env.MustRun("", "dead", "list").Stdout
+	if !strings.Contains(list, "fail: negative") || strings.Contains(list, "Traceback") {
+		t.Errorf("dead list:\n%s", list)
+	}
+	var letter map[string]any
+	if err := json.Unmarshal([]byte(env.MustRun("", "dead", "list", "--json").Stdout), &letter); err != nil {
+		t.Fatal(err)
+	}
+	if letter["message"] != "fail: negative" {
+		t.Errorf("dead list --json: message %q", letter["message"])
+	}
+	show := env.MustRun("", "dead", "show", fmt.Sprint(letter["id"])).Stdout
+	if !strings.Contains(show, "neg.star:4:13: in work") || !strings.Contains(show, "Error: fail: negative") || strings.Contains(show, "fail: fail:") {
+		t.Errorf("dead show:\n%s", show)
+	}
+}

@@ -110,7 +110,7 @@ func deadList(c *cli.Context) error {
 		fmt.Fprintln(tw, "ID\tQUEUE\tROUTING KEY\tREASON\tATTEMPT\tDEAD AT\tERROR")
 		for _, d := range list {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Queue, d.RoutingKey, d.Reason, d.Attempt,
-				d.DeadAt.Local().Format(time.DateTime), firstLine(d.Error, 60))
+				d.DeadAt.Local().Format(time.DateTime), clip(errorMessage(d.Error), 60))
 		}
 		tw.Flush()
 		fmt.Fprintf(c.App.ErrWriter, "%d of %d dead letters\n", len(list), total)
@@ -264,7 +264,7 @@ func deadJSON(d broker.DeadLetter) map[string]any {
 	return map[string]any{
 		"id": d.ID, "queue": d.Queue, "task": d.Task, "routing_key": d.RoutingKey,
 		"content_type": d.ContentType, "message_id": d.MessageID, "headers": d.Headers,
-		"reason": d.Reason, "error": d.Error, "attempt": d.Attempt, "dead_at": d.DeadAt,
+		"reason": d.Reason, "error": d.Error, "message": errorMessage(d.Error), "attempt": d.Attempt, "dead_at": d.DeadAt,
 		"body": body, "body_encoding": strings.TrimPrefix(encoding, ", "),
 	}
 }
@@ -278,10 +278,51 @@ func bodyText(b []byte) (string, string) {
 
 func firstLine(s string, n int) string {
 	s, _, _ = strings.Cut(s, "\n")
-	if len(s) > n {
-		return s[:n-3] + "..."
+	return clip(s, n)
+}
+
+// clip shortens s to n bytes, on a character boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	s = s[:n-3]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "..."
+}
+
+// errorMessage is the message of a dead letter's error: after a Starlark
+// backtrace's stack, the first line of its "Error: ..." without that word
+// ("Error in NAME: NAME: ...", as older versions wrote it, said NAME
+// twice); otherwise the first line.
+func errorMessage(text string) string {
+	const header = "Traceback (most recent call last):\n"
+	rest, ok := strings.CutPrefix(text, header)
+	if !ok {
+		line, _, _ := strings.Cut(text, "\n")
+		return line
+	}
+	for {
+		line, more, _ := strings.Cut(rest, "\n")
+		if !strings.HasPrefix(line, "  ") {
+			rest = line
+			break
+		}
+		rest = more
+	}
+	if msg, ok := strings.CutPrefix(rest, "Error: "); ok {
+		return msg
+	}
+	if after, ok := strings.CutPrefix(rest, "Error in "); ok {
+		if name, msg, ok := strings.Cut(after, ": "); ok && !strings.HasPrefix(msg, name+": ") {
+			return after
+		} else if ok {
+			return msg
+		}
+	}
+	return rest
 }
 
 func indent(s string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.starlark.net/starlark"
 
@@ -99,7 +100,7 @@ func (h *handler) Handle(ctx context.Context, d *tasks.Delivery) tasks.Result {
 		var eval *starlark.EvalError
 		if errors.As(err, &eval) {
 			msg = eval.Msg
-			r.Backtrace = redactor.Redact(eval.Backtrace())
+			r.Backtrace = redactor.Redact(backtrace(eval))
 		}
 		r.Err = &runError{msg: redactor.Redact(msg), causes: causes}
 		return r
@@ -198,4 +199,22 @@ func (h *handler) rerun(th *starlark.Thread, st *state) (*taskDef, error) {
 		}
 	}
 	return nil, fmt.Errorf("run %s: %s did not register task %q when it ran again", h.def.spec.Name, m.name, h.def.spec.Name)
+}
+
+// backtrace is the Starlark backtrace of a failed run, without the
+// repetition of a builtin's name: a builtin's error already starts with it
+// ("fail: negative"), so "Error in fail: fail: negative" reads
+// "Error: fail: negative".
+func backtrace(eval *starlark.EvalError) string {
+	bt := eval.Backtrace()
+	stack := eval.CallStack
+	if len(stack) == 0 {
+		return bt
+	}
+	name := stack[len(stack)-1].Name
+	last := "Error in " + name + ": " + eval.Msg
+	if strings.HasPrefix(eval.Msg, name+": ") && strings.HasSuffix(bt, last) {
+		return bt[:len(bt)-len(last)] + "Error: " + eval.Msg
+	}
+	return bt
 }

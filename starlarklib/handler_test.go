@@ -320,10 +320,10 @@ func TestVerdicts(t *testing.T) {
 		name, body, msg string
 		backtrace       []string
 	}{
-		{"fail()", `fail("boom")`, "fail: boom", []string{"Traceback (most recent call last):", "t.star:2:9: in work", "Error in fail: fail: boom"}},
+		{"fail()", `fail("boom")`, "fail: boom", []string{"Traceback (most recent call last):", "t.star:2:9: in work", "\nError: fail: boom"}},
 		{"a runtime error", "return 1 // 0", "floored division by zero", []string{"t.star:2:14: in work", "Error: floored division by zero"}},
 		{"an error in a helper", "return helper()", `key "k" not in dict`, []string{"t.star:2:18: in work", "in helper", `Error: key "k" not in dict`}},
-		{"a bad retry", `return retry(after = "soon")`, `retry: after: "soon" is not a duration`, []string{"Error in retry"}},
+		{"a bad retry", `return retry(after = "soon")`, `retry: after: "soon" is not a duration`, []string{"\nError: retry: after: \"soon\""}},
 		{"a negative retry", `return retry(after = -1)`, `retry: after must not be negative, got -1`, nil},
 		{"task() in a run", `task(subscribe_to = ["x"], work = work)`, "task: tasks are registered when files load", nil},
 		{"config() in a run", `config(log_level = "x")`, "config: only allowed in symphony.star at the tasks root", nil},
