@@ -437,8 +437,11 @@ func (p *pool) start(intake, hard context.Context, reason string) {
 		p.restartCounter.Inc()
 	}
 	p.sizeGauge.Inc()
+	// Status shows the new count before the log says so: a reader that
+	// waits for the line then sees it.
 	p.mu.Lock()
 	p.view.LastStart = &Happening{At: now.UTC(), Reason: reason}
+	p.view.Workers = len(p.workers)
 	p.mu.Unlock()
 	p.log.Debug("worker started", "worker", id, "reason", reason)
 }
@@ -477,6 +480,9 @@ func (p *pool) reap(ex exit) {
 	failed := ex.err != nil
 	p.throttle.exited(failed)
 	p.sizeGauge.Dec()
+	p.mu.Lock()
+	p.view.Workers = len(p.workers)
+	p.mu.Unlock()
 	reason := "stopped"
 	switch {
 	case failed:
