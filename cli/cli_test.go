@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -553,5 +554,27 @@ task(name = "neg", subscribe_to = ["neg"], work = work)
 	show := env.MustRun("", "dead", "show", fmt.Sprint(letter["id"])).Stdout
 	if !strings.Contains(show, "neg.star:4:13: in work") || !strings.Contains(show, "Error: fail: negative") || strings.Contains(show, "fail: fail:") {
 		t.Errorf("dead show:\n%s", show)
+	}
+}
+
+// A task's run is bounded by default (SPEC §2): 10 minutes unless the task
+// says otherwise; timeout = None turns it off.
+func TestDefaultTimeout(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	dir := writeTasks(t, map[string]string{"t.star": `
+def spin(payload, meta):
+    while True:
+        pass
+
+task(name = "bounded", subscribe_to = ["a"], work = spin)
+task(name = "short", subscribe_to = ["b"], work = spin, timeout = "1m30s")
+task(name = "unbounded", subscribe_to = ["c"], work = spin, timeout = None)
+`})
+	out := env.MustRun("", "check", dir).Stdout
+	for _, want := range []string{"bounded\t.*\ttimeout=10m0s\t", "short\t.*\ttimeout=1m30s\t", "unbounded\t.*\ttimeout=none\t"} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("check lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -279,8 +279,12 @@ func checkCommand() *cli.Command {
 				if s.MaxPriority > 0 {
 					extra += fmt.Sprintf("\tmax_priority=%d", s.MaxPriority)
 				}
-				fmt.Fprintf(w, "%s\tqueue=%s\tpatterns=%s\twork_model=%s\tworkers=%s\tfile=%s%s\n",
-					s.Name, s.Queue, strings.Join(s.Patterns, ","), s.WorkModel, workers, s.File, extra)
+				timeout := "none"
+				if s.Timeout > 0 {
+					timeout = s.Timeout.String()
+				}
+				fmt.Fprintf(w, "%s\tqueue=%s\tpatterns=%s\twork_model=%s\tworkers=%s\ttimeout=%s\tfile=%s%s\n",
+					s.Name, s.Queue, strings.Join(s.Patterns, ","), s.WorkModel, workers, timeout, s.File, extra)
 			}
 			fmt.Fprintf(c.App.ErrWriter, "%d tasks OK\n", len(gen.Tasks))
 			return nil

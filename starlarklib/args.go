@@ -17,14 +17,17 @@ import (
 type argSet struct {
 	fn, pos string
 	vals    map[string]starlark.Value
-	errs    Errors
+	// nones are the arguments given as None, for the few whose None
+	// means something else than the default (timeout = None: no timeout).
+	nones map[string]bool
+	errs  Errors
 }
 
 // newArgSet checks the names of the arguments against params. A None
 // argument counts as not given, so that computed settings can fall back to
 // the default.
 func newArgSet(fn, pos string, params []string, args starlark.Tuple, kwargs []starlark.Tuple) *argSet {
-	a := &argSet{fn: fn, pos: pos, vals: map[string]starlark.Value{}}
+	a := &argSet{fn: fn, pos: pos, vals: map[string]starlark.Value{}, nones: map[string]bool{}}
 	if len(args) > 0 {
 		a.errorf("takes keyword arguments only, as in %s(name = value, ...); got %d positional", fn, len(args))
 	}
@@ -39,6 +42,7 @@ func newArgSet(fn, pos string, params []string, args starlark.Tuple, kwargs []st
 			continue
 		}
 		if kv[1] == starlark.None {
+			a.nones[name] = true
 			continue
 		}
 		a.vals[name] = kv[1]

@@ -31,7 +31,8 @@
 // covers the task file and, transitively, every library it loads.
 //
 // Choices where SPEC §2 is silent: an argument set to None takes its
-// default; timeout = 0 means no timeout; min_workers must be at least 1;
+// default, but timeout = None (or 0) turns the 10-minute default timeout
+// off; min_workers must be at least 1;
 // retry_delay must be positive and not above max_retry_delay; routes and
 // subscribe_to may both be given, and the queue is then bound to the
 // routes' patterns followed by subscribe_to's others (a message that only

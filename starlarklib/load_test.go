@@ -635,6 +635,9 @@ for kind in ["a", "b"]:
 	if !specEqual(thumbs, want) {
 		t.Errorf("thumbnails spec =\n %+v\nwant\n %+v", thumbs, want)
 	}
+	if thumbs.Timeout != 10*time.Minute {
+		t.Errorf("the default timeout is %s, want 10m (SPEC §2)", thumbs.Timeout)
+	}
 
 	charge := specs["billing.charge"]
 	want = tasks.Spec{
@@ -657,6 +660,7 @@ for kind in ["a", "b"]:
 	if !specEqual(charge, want) {
 		t.Errorf("billing.charge spec =\n %+v\nwant\n %+v", charge, want)
 	}
+	// timeout = None turns the default off.
 	if specs["gen.a"].Timeout != 0 || !slices.Equal(specs["gen.b"].Patterns, []string{"gen.b"}) {
 		t.Errorf("generated specs = %+v, %+v", specs["gen.a"], specs["gen.b"])
 	}

@@ -194,7 +194,11 @@ func parseTask(m *module, pos string, databases []string, args starlark.Tuple, k
 	}
 	a.integer("prefetch", &spec.Prefetch, 1, "")
 	a.integer("max_attempts", &spec.MaxAttempts, 1, " (1 means no retries)")
-	a.duration("timeout", &spec.Timeout)
+	if a.nones["timeout"] {
+		spec.Timeout = 0 // None turns the default timeout off
+	} else {
+		a.duration("timeout", &spec.Timeout)
+	}
 	a.duration("idle_timeout", &spec.IdleTimeout)
 	retryOK := a.duration("retry_delay", &spec.RetryDelay)
 	maxRetryOK := a.duration("max_retry_delay", &spec.MaxRetryDelay)

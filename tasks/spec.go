@@ -45,6 +45,10 @@ const (
 	DefaultRetryDelay    = time.Second
 	DefaultMaxRetryDelay = 5 * time.Minute
 	DefaultIdleTimeout   = 10 * time.Second
+	// DefaultTimeout bounds a run unless the task says otherwise: a
+	// runaway handler (a loop that never ends) is stopped rather than
+	// holding its worker, at full CPU, until the daemon stops.
+	DefaultTimeout = 10 * time.Minute
 	// PriorityLimit is the highest max_priority a task may set and the
 	// highest priority a message may ask for: RabbitMQ advises against
 	// more levels, each of which costs it memory and CPU.
@@ -102,7 +106,8 @@ type Spec struct {
 	// Prefetch is how many messages a worker may hold; defaults to 10.
 	// Use EffectivePrefetch: oneshot tasks always use 1.
 	Prefetch int
-	// Timeout bounds one run of the handler; zero means none.
+	// Timeout bounds one run of the handler; defaults to DefaultTimeout;
+	// zero means none.
 	Timeout time.Duration
 	// TimeoutAction defaults to TimeoutReject.
 	TimeoutAction TimeoutAction
@@ -155,6 +160,7 @@ func NewSpec(name string) Spec {
 		MinWorkers:    1,
 		MaxWorkers:    1,
 		Prefetch:      DefaultPrefetch,
+		Timeout:       DefaultTimeout,
 		TimeoutAction: TimeoutReject,
 		MaxAttempts:   DefaultMaxAttempts,
 		RetryDelay:    DefaultRetryDelay,
