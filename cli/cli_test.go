@@ -578,3 +578,45 @@ task(name = "unbounded", subscribe_to = ["c"], work = spin, timeout = None)
 		}
 	}
 }
+
+// Payloads decode by content type as SPEC §3 says, and publish refuses
+// what the daemon's decoder would (its limits included).
+func TestContentTypes(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"echo.star": echoTask}))
+	for _, c := range []struct{ contentType, body, kind string }{
+		{"text/plain; charset=utf-8", "hello", "string"},
+		{"text/csv", "a,b\n1,2\n", "string"},
+		{"application/vnd.api+json", `{"data": []}`, "dict"},
+		{"application/ld+json", `[1]`, "list"},
+		{"application/yaml", "a: 1\n", "dict"},
+		{"text/yaml", "- 1\n", "list"},
+		{"application/msgpack", "\x81\xa1a\x01", "dict"},
+		{"application/x-msgpack", "\x92\x01\x02", "list"},
+		{"application/xml", "<a/>", "bytes"},
+	} {
+		id := published(t, env.MustRun(c.body, "publish", "echo.x", "--content-type", c.contentType))
+		if got := d.WaitFor("got", map[string]string{"message_id": id}).Str("kind"); got != c.kind {
+			t.Errorf("%s arrived as %s, want %s", c.contentType, got, c.kind)
+		}
+	}
+	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
+	for _, c := range []struct{ contentType, body, want string }{
+		{"application/json", deep, "nested more than"},
+		{"application/problem+json", "{", "not valid JSON"},
+		{"application/yaml", "a: [", "not valid application/yaml"},
+		{"application/msgpack", "\xc1", "not valid application/msgpack"},
+	} {
+		if r := env.Run(c.body, "publish", "echo.x", "--content-type", c.contentType); r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("publish of a bad %s: exit %d, stderr %q", c.contentType, r.Code, r.Stderr)
+		}
+	}
+	// Nothing bad went out: the next message is the next the task sees.
+	id := published(t, env.MustRun("", "publish", "echo.x", "{}"))
+	d.WaitFor("got", map[string]string{"message_id": id})
+	if n := d.Count("got", nil); n != 10 {
+		t.Errorf("the task saw %d messages, want the 10 good ones", n)
+	}
+	d.Stop()
+}

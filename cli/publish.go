@@ -2,8 +2,9 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -83,7 +84,7 @@ func publish(c *cli.Context) error {
 	if err != nil {
 		return usagef("--content-type %q: %w", contentType, err)
 	}
-	isJSON := starlarklib.IsJSON(mediaType)
+	check := func(body []byte) error { return checkPayload(contentType, mediaType, body) }
 
 	s, err := commandSettings(c)
 	if err != nil {
@@ -93,7 +94,7 @@ func publish(c *cli.Context) error {
 
 	var payloads payloadSource
 	if file != "" {
-		if payloads, err = openLines(file, c.App.Reader, isJSON); err != nil {
+		if payloads, err = openLines(file, c.App.Reader, check); err != nil {
 			return err
 		}
 	} else {
@@ -103,10 +104,8 @@ func publish(c *cli.Context) error {
 				return fmt.Errorf("read payload from standard input: %w", err)
 			}
 		}
-		if isJSON {
-			if err := checkJSON(body); err != nil {
-				return usageError{err}
-			}
+		if err := check(body); err != nil {
+			return usageError{err}
 		}
 		payloads = single(body)
 	}
@@ -209,11 +208,21 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not a time: use 2026-05-01T09:00:00Z, \"2026-05-01 09:00\" or 09:00 (local time)", s)
 }
 
-func checkJSON(body []byte) error {
-	if !json.Valid(body) {
-		var v any
-		err := json.Unmarshal(body, &v)
-		return fmt.Errorf("payload is not valid JSON (%v); use --content-type to send something else", err)
+// checkPayload refuses a payload the daemon's decoder would refuse (with
+// its limits: a JSON document nested 5000 deep is one), and an empty one
+// under a JSON type.
+func checkPayload(contentType, mediaType string, body []byte) error {
+	isJSON := starlarklib.IsJSON(mediaType)
+	if isJSON && len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("payload is empty, which is not valid JSON; use --content-type to send something else")
+	}
+	if err := starlarklib.CheckPayload(contentType, body); err != nil {
+		what := mediaType
+		if isJSON {
+			what = "JSON"
+		}
+		return fmt.Errorf("payload is not valid %s (%s): a task would dead-letter it; use --content-type to send something else",
+			what, strings.TrimSuffix(err.Error(), ": "+tasks.ErrDecode.Error()))
 	}
 	return nil
 }
@@ -254,7 +263,7 @@ type linePayloads struct {
 	line    int
 }
 
-func openLines(name string, stdin io.Reader, isJSON bool) (payloadSource, error) {
+func openLines(name string, stdin io.Reader, check func([]byte) error) (payloadSource, error) {
 	var f *os.File
 	if name == "-" {
 		// Standard input cannot be read twice: spool it to a file.
@@ -287,11 +296,9 @@ func openLines(name string, stdin io.Reader, isJSON bool) (payloadSource, error)
 		if len(strings.TrimSpace(string(b))) == 0 {
 			continue
 		}
-		if isJSON {
-			if err := checkJSON(b); err != nil {
-				f.Close()
-				return nil, usagef("--file %s line %d: %w; nothing was published", name, line, err)
-			}
+		if err := check(b); err != nil {
+			f.Close()
+			return nil, usagef("--file %s line %d: %w; nothing was published", name, line, err)
 		}
 		lp.total++
 	}

@@ -43,16 +43,28 @@ const (
 	formatJSON
 	formatMsgpack
 	formatYAML
+	formatText
 )
 
+// formatOf maps a media type (no parameters, lower case) to its format:
+// JSON for application/json, text/javascript and any structured syntax
+// suffix +json (application/vnd.api+json); msgpack for application/msgpack
+// and application/x-msgpack; YAML for application/yaml, application/x-yaml,
+// text/yaml and text/x-yaml; text for the other text/* types; bytes else.
 func formatOf(mt string) format {
 	switch mt {
 	case typeJSON, "text/javascript":
 		return formatJSON
-	case typeMsgpack:
+	case typeMsgpack, "application/msgpack":
 		return formatMsgpack
-	case typeYAML, "text/x-yaml":
+	case typeYAML, "application/yaml", "text/yaml", "text/x-yaml":
 		return formatYAML
+	}
+	switch {
+	case strings.HasSuffix(mt, "+json"):
+		return formatJSON
+	case strings.HasPrefix(mt, "text/"):
+		return formatText
 	}
 	return formatBytes
 }
@@ -61,22 +73,25 @@ func formatOf(mt string) format {
 // gets decoded as JSON.
 func IsJSON(mediaType string) bool { return formatOf(mediaType) == formatJSON }
 
-// decodePayload turns a delivery's body into the value the handler gets.
-// An empty body of a structured type is None. An error wraps
-// tasks.ErrDecode.
-// CheckPayload reports a payload the daemon would refuse to decode under
-// its content type (its error wraps tasks.ErrDecode), so that whoever
-// publishes learns of it then rather than from a dead letter.
+// CheckPayload decodes a payload as the daemon's handlers will, with the
+// same limits, and returns the error they would meet: symphony publish
+// refuses what a task would dead-letter with reason decode.
 func CheckPayload(contentType string, body []byte) error {
 	_, err := decodePayload(contentType, body)
 	return err
 }
 
+// decodePayload turns a delivery's body into the value the handler gets:
+// structured types decoded, text/* as a str, anything else as bytes. An
+// empty body of a structured type is None. An error wraps tasks.ErrDecode.
 func decodePayload(contentType string, body []byte) (starlark.Value, error) {
 	mt := mediaType(contentType)
 	f := formatOf(mt)
-	if f == formatBytes {
+	switch f {
+	case formatBytes:
 		return starlark.Bytes(body), nil
+	case formatText:
+		return starlark.String(body), nil
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return starlark.None, nil

@@ -107,8 +107,16 @@ func TestDecodePayload(t *testing.T) {
 		{"yaml with only the first document", "application/x-yaml", []byte("a: 1\n---\nb: 2\n"), `{"a": 1}`},
 		{"octet-stream is bytes", "application/octet-stream", []byte("hi"), `b"hi"`},
 		{"no content type is bytes", "", []byte("hi"), `b"hi"`},
-		{"text/plain is bytes", "text/plain; charset=utf-8", []byte("hi"), `b"hi"`},
-		{"an unknown type is bytes", "application/vnd.example+json", []byte(`{}`), `b"{}"`},
+		{"text/plain is a str", "text/plain; charset=utf-8", []byte("hi"), `"hi"`},
+		{"text/csv is a str", "text/csv", []byte("a,b\n1,2\n"), `"a,b\n1,2\n"`},
+		{"empty text is an empty str", "text/html", nil, `""`},
+		{"a +json type is json", "application/vnd.example+json", []byte(`{"a": 1}`), `{"a": 1}`},
+		{"application/ld+json", "Application/LD+JSON; profile=x", []byte(`[true]`), `[True]`},
+		{"application/msgpack", "application/msgpack", mp.Bytes(), `{"a": -1, "bin": b"\x00\x01", "l": [9223372036854775808, "x", None, True, 2.5]}`},
+		{"application/yaml", "application/yaml", []byte("a: [1]\n"), `{"a": [1]}`},
+		{"text/yaml", "text/yaml", []byte("a: x\n"), `{"a": "x"}`},
+		{"an unknown type is bytes", "application/vnd.example", []byte(`{}`), `b"{}"`},
+		{"application/xml is bytes", "application/xml", []byte(`<a/>`), `b"<a/>"`},
 		{"empty bytes", "", nil, `b""`},
 	}
 	for _, c := range cases {
