@@ -3,7 +3,6 @@ package starlarklib
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -55,7 +54,7 @@ func execRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwar
 	if err != nil {
 		return nil, err
 	}
-	req, err := buildExec(b.Name(), st.task.spec, words, stdin, env, cwd, max)
+	req, err := buildExec(b.Name(), st.task.spec, st.world().Exec, words, stdin, env, cwd, max)
 	if err != nil {
 		return nil, c.end(err)
 	}
@@ -86,23 +85,17 @@ func execRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwar
 
 // buildExec checks a run's arguments: the program must be in
 // allow_commands, as a name (looked up in the daemon's PATH) or as the
-// exact path listed.
-func buildExec(fn string, spec tasks.Spec, argv []string, stdin, env, cwd, max starlark.Value) (*ExecRequest, error) {
+// exact path listed; runner finds it.
+func buildExec(fn string, spec tasks.Spec, runner Runner, argv []string, stdin, env, cwd, max starlark.Value) (*ExecRequest, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%s: argv is empty: give the program and its arguments, as [\"convert\", \"in.png\", \"out.jpg\"]", fn)
 	}
 	if !slices.Contains(spec.AllowCommands, argv[0]) {
 		return nil, refusedf("%s: %s is not in allow_commands of task %s (%s)", fn, argv[0], spec.Name, strings.Join(spec.AllowCommands, ", "))
 	}
-	path := argv[0]
-	if !strings.ContainsRune(path, '/') && !strings.ContainsRune(path, filepath.Separator) {
-		p, err := exec.LookPath(path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: program %s is not found in PATH (%s)", fn, path, os.Getenv("PATH"))
-		}
-		path = p
-	} else if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("%s: program %s: %v", fn, path, err)
+	path, err := runner.LookPath(argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fn, err)
 	}
 	req := &ExecRequest{Task: spec.Name, Path: path, Argv: argv, MaxOutput: DefaultExecMaxOutput, Dir: spec.FileRoot}
 	if stdin != starlark.None {

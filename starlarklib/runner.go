@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -55,6 +57,22 @@ func (b *boundedBuffer) fill(r io.Reader, overflow func()) {
 			return
 		}
 	}
+}
+
+// LookPath implements Runner: a name is looked up in the daemon's PATH,
+// a path (with a separator) must exist.
+func (processRunner) LookPath(program string) (string, error) {
+	if !strings.ContainsRune(program, '/') && !strings.ContainsRune(program, filepath.Separator) {
+		p, err := exec.LookPath(program)
+		if err != nil {
+			return "", fmt.Errorf("program %s is not found in PATH (%s)", program, os.Getenv("PATH"))
+		}
+		return p, nil
+	}
+	if _, err := os.Stat(program); err != nil {
+		return "", fmt.Errorf("program %s: %v", program, err)
+	}
+	return program, nil
 }
 
 func (processRunner) Run(ctx context.Context, req *ExecRequest) (*ExecResult, error) {

@@ -92,13 +92,16 @@ type HTTPResponse struct {
 	URL string
 }
 
-// Runner runs the programs of the exec module.
+// Runner finds and runs the programs of the exec module.
 type Runner interface {
+	// LookPath finds a program allowed by allow_commands: a name is
+	// looked up in PATH, a path must exist. The error says which.
+	LookPath(program string) (string, error)
 	Run(ctx context.Context, req *ExecRequest) (*ExecResult, error)
 }
 
 // ExecRequest is one program run. The module has checked Argv[0] against
-// allow_commands and resolved it to Path.
+// allow_commands and resolved it to Path with the Runner's LookPath.
 type ExecRequest struct {
 	Task  string
 	Path  string
