@@ -181,6 +181,19 @@
 // module and the allow it needs. A member of a predeclared module that
 // does not exist (hash.sha265) fails the load as an undefined name does.
 //
+// # Task tests
+//
+// RunTests (symphony test) runs the test_* functions of *_test.star
+// files. It loads the tasks as Load does, with a World whose every part
+// answers from the stubs of the run_task call running now (teststub.go)
+// and records each call through the World's
+// CallObserver, so a task under test passes the same grant checks as in
+// the daemon and reaches nothing real; its log lines are kept instead of
+// written. run_task decides the outcome with tasks.Decide and routes what
+// the run published through the loaded tasks' patterns, as a broker
+// bound to them would. Test files see the predeclared names of task
+// files but task, config and scaler, plus run_task and assert.
+//
 // Secrets: secret(name) returns a value that the capabilities and
 // hash.hmac use as its text and that everything else (str, print, log,
 // json.encode, publish, errors) shows as <secret NAME>; secret + str

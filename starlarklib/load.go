@@ -111,6 +111,9 @@ type module struct {
 	registered []string
 	tasks      []*taskDef
 	hash       string
+	// predeclared are the names the file sees; nil: the environment's
+	// (a task test sees more).
+	predeclared starlark.StringDict
 }
 
 // environment is what every thread of one Load shares: the predeclared
@@ -197,7 +200,12 @@ func (l *loader) pos(p syntax.Position) string {
 // anything in a directory or file whose name starts with a dot. Symlinked
 // directories are not followed.
 func Load(roots []string, opts Options) ([]tasks.Task, error) {
-	l := newLoader(newEnvironment(opts))
+	return newLoader(newEnvironment(opts)).tasks(roots)
+}
+
+// tasks is Load with l's environment; l keeps the modules it executed,
+// which task tests load() from.
+func (l *loader) tasks(roots []string) ([]tasks.Task, error) {
 	l.discover(roots)
 	for _, m := range l.walked {
 		if m.state == fresh {
@@ -454,7 +462,11 @@ func (l *loader) exec(m *module) {
 		m.state = done
 	}()
 
-	prog, calls, refs, err := compile(m.name, m.src, l.env.predeclared)
+	predeclared := l.env.predeclared
+	if m.predeclared != nil {
+		predeclared = m.predeclared
+	}
+	prog, calls, refs, err := compile(m.name, m.src, predeclared)
 	if err != nil {
 		m.err = err
 		m.errs = append(m.errs, errorsOf(err, l.pos)...)
@@ -469,7 +481,7 @@ func (l *loader) exec(m *module) {
 	th.OnMaxSteps = func(th *starlark.Thread) {
 		th.Cancel(fmt.Sprintf("the top level ran more than %d steps; move long computations into the work function", limit))
 	}
-	g, err := prog.Init(th, l.env.predeclared)
+	g, err := prog.Init(th, predeclared)
 	g.Freeze()
 	for _, d := range m.tasks {
 		d.freeze()

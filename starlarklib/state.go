@@ -28,6 +28,8 @@ const (
 	phaseRun
 	// phaseScale: a scaler's decide function choosing a pool size.
 	phaseScale
+	// phaseTest: a test_* function of a task test (symphony test).
+	phaseTest
 )
 
 // state is the per-thread state the builtins read. A thread is never
@@ -106,6 +108,8 @@ func notDuringLoad(name string, st *state) string {
 		return ""
 	case phaseScale:
 		return name + ": not available in a scaler's decide function: it works only while a task handles a message"
+	case phaseTest:
+		return name + ": not available in a task test: it works only while a task handles a message; run the task with run_task(...)"
 	}
 	return name + ": not available at the top level of a file: it works only while a task handles a message (call it from the work function)"
 }
