@@ -94,6 +94,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			runCommand(),
 			checkCommand(),
+			testCommand(),
+			initCommand(),
 			publishCommand(),
 			deadCommand(),
 			statusCommand(),
