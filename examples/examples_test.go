@@ -4,6 +4,9 @@ package examples_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -137,3 +140,71 @@ func TestExamplesCheck(t *testing.T) {
 		}
 	}
 }
+
+// Every example has task tests, and they pass through the real binary:
+// symphony test, as the example's README would have a user run it.
+func TestExampleTests(t *testing.T) {
+	t.Parallel()
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := e.Name()
+		var taskFiles, tests int
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".star") {
+				return err
+			}
+			if !strings.HasSuffix(p, "_test.star") {
+				taskFiles++
+				return nil
+			}
+			src, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			tests += len(testFunc.FindAll(src, -1))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if taskFiles == 0 {
+			continue
+		}
+		ran++
+		t.Run(dir, func(t *testing.T) {
+			t.Parallel()
+			if tests == 0 {
+				t.Fatalf("examples/%s has no task tests: add a *_test.star beside its tasks", dir)
+			}
+			env := symphonytest.NewEnv(t)
+			// No broker is used: one that cannot be reached changes nothing.
+			env.UseBroker("amqp://guest:guest@127.0.0.1:1/")
+			r := env.Run("", "test", example(t, dir))
+			want := fmt.Sprintf("%d passed, 0 failed\n", tests)
+			if r.Code != 0 || !strings.HasSuffix(r.Stdout, want) {
+				t.Errorf("symphony test examples/%s: exit %d, want 0 and %q\nstdout:\n%s\nstderr:\n%s", dir, r.Code, want, r.Stdout, r.Stderr)
+			}
+			passed := 0
+			for _, line := range strings.Split(r.Stdout, "\n") {
+				if strings.HasPrefix(line, "PASS ") {
+					passed++
+				}
+			}
+			if passed != tests {
+				t.Errorf("want one PASS line per test (%d):\n%s", tests, r.Stdout)
+			}
+		})
+	}
+	if ran == 0 {
+		t.Fatal("no examples found")
+	}
+}
+
+var testFunc = regexp.MustCompile(`(?m)^def test_\w*\(`)
