@@ -690,3 +690,26 @@ def test_compare_error():
 		"test_compare_error":                         {`ROOT/a_test.star:40:5: assert.contains: unknown binary op: int in int`},
 	})
 }
+
+// A oneshot task executes its file anew for every run_task, as for every
+// delivery: nothing carries over.
+func TestRunTaskOneshot(t *testing.T) {
+	rep, root := runTestTree(t, map[string]string{
+		"once.star": `
+seen = []
+
+def work(payload, meta):
+    seen.append(payload)
+    log.info("seen", n = len(seen))
+
+task(name = "once", subscribe_to = ["once"], work = work, work_model = "oneshot")
+`,
+		"once_test.star": `
+def test_fresh_each_time():
+    for i in range(3):
+        r = run_task("once", i)
+        assert.eq(r.logs[0].attrs["n"], 1)
+`,
+	}, TestOptions{})
+	wantResults(t, rep, root, []string{"test_fresh_each_time"}, nil)
+}
