@@ -167,7 +167,8 @@ func (w *watcher) watchTree(fsw *fsnotify.Watcher, root string) {
 func hidden(p string) bool { return strings.HasPrefix(filepath.Base(p), ".") }
 
 // treeHash covers the name and content of every .star file under the
-// roots, following symlinks to files, and the errors met reading them.
+// roots but task tests (*_test.star, which the daemon never loads),
+// following symlinks to files, and the errors met reading them.
 func treeHash(roots []string) string {
 	h := sha256.New()
 	for _, root := range roots {
@@ -184,7 +185,7 @@ func treeHash(roots []string) string {
 				}
 				return nil
 			}
-			if !d.IsDir() && strings.HasSuffix(p, ".star") {
+			if !d.IsDir() && strings.HasSuffix(p, ".star") && !strings.HasSuffix(p, "_test.star") {
 				files = append(files, p)
 			}
 			return nil

@@ -71,8 +71,9 @@ func TestTreeHash(t *testing.T) {
 	mustWrite(t, filepath.Join(root, "notes.txt"), "not a task file")
 	mustWrite(t, filepath.Join(root, ".a.star.swp"), "an editor's")
 	mustWrite(t, filepath.Join(root, ".hidden", "x.star"), "hidden")
+	mustWrite(t, filepath.Join(root, "a_test.star"), "a task test")
 	if got := treeHash([]string{root}); got != h {
-		t.Error("the hash changed with no .star file changed")
+		t.Error("the hash changed with no task file changed")
 	}
 	for _, change := range []func(){
 		func() { mustWrite(t, filepath.Join(root, "a.star"), "b") },
