@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,6 +200,17 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 	}
 
+	var pools []*pool
+	for _, t := range e.initial {
+		p, err := e.prepare(t, nil, 1)
+		if err != nil {
+			for _, p := range pools {
+				_ = p.sub.Close()
+			}
+			return err
+		}
+		pools = append(pools, p)
+	}
 	e.mu.Lock()
 	e.intake = ctx
 	e.generation = 1
@@ -207,13 +219,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.markReady()
 	}
 	workers := 0
-	for _, t := range e.initial {
-		p, err := e.launch(t, 1)
-		if err != nil {
-			e.mu.Unlock()
-			e.stopAll()
-			return err
-		}
+	for i, t := range e.initial {
+		p := pools[i]
+		e.start(p)
 		p.release()
 		go func() {
 			select {
@@ -255,17 +263,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// stopAll drains every pool and waits for them; for a failed start.
-func (e *Engine) stopAll() {
-	e.mu.Lock()
-	for _, p := range e.current {
-		p.cancel()
-	}
-	e.mu.Unlock()
-	e.cancelHard(tasks.ErrShutdown)
-	e.pools.Wait()
-}
-
 // declare makes a task's queue exist with exactly its bindings.
 func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
 	if err := e.cfg.Broker.Declare(ctx, queueOf(spec)); err != nil {
@@ -279,22 +276,11 @@ func queueOf(spec tasks.Spec) broker.Queue {
 	return broker.Queue{Name: spec.Queue, Patterns: spec.Patterns, Durable: spec.Persistent, MaxPriority: spec.MaxPriority}
 }
 
-// launch starts a pool for t and makes it the task's current pool. The
-// caller holds e.mu.
-func (e *Engine) launch(t tasks.Task, generation int) (*pool, error) {
-	p, err := e.prepare(t, generation)
-	if err != nil {
-		return nil, err
-	}
-	e.start(p)
-	return p, nil
-}
-
 // prepare makes a pool for t with its subscriber, touching nothing the
 // engine runs: a reload prepares every pool before it changes anything.
-// The caller holds e.mu.
-func (e *Engine) prepare(t tasks.Task, generation int) (*pool, error) {
-	state := e.states[t.Spec.Name]
+// state is what the task's earlier pools counted, if any. It talks to the
+// broker: the caller does not hold e.mu.
+func (e *Engine) prepare(t tasks.Task, state *taskState, generation int) (*pool, error) {
 	if state == nil {
 		state = &taskState{}
 	}
@@ -388,16 +374,20 @@ func (e *Engine) Apply(ctx context.Context, ts []tasks.Task) error {
 // subscribe before the old one is retired anyway.
 const takeover = 10 * time.Second
 
-// apply makes the running tasks a generation's, one task at a time: an
-// unchanged task keeps running untouched; a changed one starts its new
-// version, held back from starting messages until it has subscribed; then
-// the old one stops taking messages and finishes what it started on the
-// code it started it with, and the new one is let go: the queue always has
-// a consumer, and no message starts on the old version after the switch.
-// A removed task has its patterns unbound and drains; a new one declares
-// its queue and starts. Bindings are added before stale ones are removed,
-// so a key that both the old and the new patterns match is routed
-// throughout. It returns the names of the tasks that changed.
+// apply makes the running tasks a generation's, without holding the
+// engine's lock over any broker call (status answers throughout), and
+// without changing what the running tasks consume unless it succeeds. It
+// follows planApply: fresh queues are created unbound; every new pool is
+// made (a pool that cannot subscribe fails the reload with nothing
+// changed); new patterns are bound (a refusal undoes the bindings made so
+// far); then, under the lock, the swap: an unchanged task keeps running
+// untouched; a changed one starts its new version, held back from
+// starting messages until it has subscribed, then the old one stops
+// taking messages and finishes what it started on the code it started it
+// with, and the new one is let go, so the queue always has a consumer and
+// no message starts on the old version after the switch; a removed task
+// drains; a new one starts. Last, patterns no task uses any more are
+// unbound. It returns the names of the tasks that changed.
 func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	e.mu.Lock()
 	if e.intake == nil || e.intake.Err() != nil {
@@ -408,46 +398,55 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 	for _, name := range e.order {
 		running = append(running, e.current[name].task)
 	}
-	diffs := tasks.Compare(running, gen.Tasks)
-	// Declare first: a broker that refuses a queue leaves every pool as it
-	// was.
-	for _, d := range diffs {
-		if d.Change == tasks.Added || d.Change == tasks.Changed {
-			if err := e.declare(ctx, d.New.Spec); err != nil {
-				e.mu.Unlock()
-				return nil, err
-			}
+	states := maps.Clone(e.states)
+	next := e.generation + 1
+	e.mu.Unlock()
+	// Only reloads change e.current and e.order, one at a time
+	// (e.reloading), so the snapshot holds until the swap.
+
+	pl := planApply(running, gen.Tasks)
+	for _, q := range pl.create {
+		if err := e.cfg.Broker.Declare(ctx, q); err != nil {
+			return nil, fmt.Errorf("declare queue %s: %w", q.Name, err)
 		}
 	}
-	// A queue the generation still uses keeps its bindings, whichever
-	// task consumed it before (a task renamed with its queue kept).
-	inUse := map[string]bool{}
-	for _, t := range gen.Tasks {
-		inUse[t.Spec.Queue] = true
-	}
-	next := e.generation + 1
-	// Every new pool is made before anything changes, so that a pool that
-	// cannot subscribe fails the reload with the running tasks untouched.
 	prepared := map[string]*pool{}
-	for _, d := range diffs {
+	closePrepared := func() {
+		for _, p := range prepared {
+			_ = p.sub.Close()
+		}
+	}
+	for _, d := range pl.diffs {
 		if d.Change != tasks.Added && d.Change != tasks.Changed {
 			continue
 		}
-		p, err := e.prepare(d.New, next)
+		p, err := e.prepare(d.New, states[d.Name], next)
 		if err != nil {
-			for _, q := range prepared {
-				_ = q.sub.Close()
-			}
-			e.mu.Unlock()
+			closePrepared()
 			return nil, err
 		}
 		prepared[d.Name] = p
+	}
+	for i, q := range pl.bind {
+		if err := e.cfg.Broker.Declare(ctx, q); err != nil {
+			e.restore(pl.rollback[:i])
+			closePrepared()
+			return nil, fmt.Errorf("declare queue %s: %w", q.Name, err)
+		}
+	}
+
+	e.mu.Lock()
+	if e.intake.Err() != nil {
+		e.mu.Unlock()
+		e.restore(pl.rollback)
+		closePrepared()
+		return nil, errors.New("apply tasks: the engine is stopping")
 	}
 	e.tuning.Store(&gen.Tuning)
 	type switchover struct{ old, new *pool }
 	var switches []switchover
 	var changed []string
-	for _, d := range diffs {
+	for _, d := range pl.diffs {
 		switch d.Change {
 		case tasks.Unchanged:
 			continue
@@ -462,11 +461,7 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 			e.start(p)
 			switches = append(switches, switchover{old, p})
 		case tasks.Removed:
-			old := e.current[d.Name]
-			if !inUse[old.task.Spec.Queue] {
-				e.unbind(old.task.Spec)
-			}
-			e.drain(old)
+			e.drain(e.current[d.Name])
 			delete(e.current, d.Name)
 			e.order = deleteName(e.order, d.Name)
 			e.log.Info("task removed: its patterns are unbound and it finishes what it started", "task", d.Name)
@@ -493,29 +488,36 @@ func (e *Engine) apply(ctx context.Context, gen Generation) ([]string, error) {
 		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	for _, sw := range switches {
-		if !inUse[sw.old.task.Spec.Queue] {
-			// The task moved to another queue: nothing should land in the
-			// old one, which nobody will consume.
-			e.unbind(sw.old.task.Spec)
-		}
 		e.drain(sw.old)
 		e.log.Info("task changed: the new version takes over, the old one finishes what it started",
 			"task", sw.new.task.Spec.Name, "generation", next)
 		sw.new.release()
 	}
+	e.mu.Unlock()
+
+	// The new generation runs: what it no longer consumes is unbound. A
+	// failure here leaves a binding too many, not a message lost.
+	for _, q := range pl.unbind {
+		uctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		if err := e.cfg.Broker.Declare(uctx, q); err != nil {
+			e.log.Error("unbind patterns no task uses any more", "queue", q.Name, "patterns", q.Patterns, "err", err)
+		}
+		cancel()
+	}
 	return changed, nil
 }
 
-// unbind removes every binding of a task's queue.
-func (e *Engine) unbind(spec tasks.Spec) {
-	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
-	defer cancel()
-	q := queueOf(spec)
-	q.Patterns = nil
-	if err := e.cfg.Broker.Declare(ctx, q); err != nil {
-		e.log.Error("unbind the patterns of a removed queue", "queue", spec.Queue, "err", err)
+// restore declares queues back as they were, after a reload failed
+// midway; a failure is logged, as the reload's own error is the one to
+// report.
+func (e *Engine) restore(queues []broker.Queue) {
+	for _, q := range queues {
+		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		if err := e.cfg.Broker.Declare(ctx, q); err != nil {
+			e.log.Error("restore the bindings of a queue after a failed reload", "queue", q.Name, "err", err)
+		}
+		cancel()
 	}
 }
 
