@@ -399,3 +399,28 @@ func reloadUnderLoad(t *testing.T, env *symphonytest.Env, isolation, more string
 		}
 	}
 }
+
+// A reload the broker refuses halfway leaves the routing as it was, also
+// for the tasks it had handled before the refusal.
+func TestAReloadTheBrokerRefusesChangesNoBinding(t *testing.T) {
+	t.Parallel()
+	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+		task := func(name, pattern, extra string) string {
+			return fmt.Sprintf("task(name = %q, subscribe_to = [%q], work = lambda p, m: True%s)\n", name, pattern, extra)
+		}
+		dir := writeTasks(t, map[string]string{"a.star": task("a", "ka", ""), "b.star": task("b", "kb", "")})
+		d := env.Start("--no-watch", dir)
+		write(t, filepath.Join(dir, "a.star"), task("a", "ka2", ""))
+		write(t, filepath.Join(dir, "b.star"), task("b", "kb", ", max_priority = 5"))
+		d.Signal(syscall.SIGHUP)
+		failed := d.WaitFor("reload failed: the running tasks stay", nil)
+		if !strings.Contains(failed.Str("err"), "max_priority") {
+			t.Errorf("reload failed with %q", failed.Str("err"))
+		}
+		env.MustRun("", "publish", "ka", "{}")
+		if r := env.Run("", "publish", "ka2", "{}"); r.Code != 3 {
+			t.Errorf("publish ka2 after the failed reload: exit %d, want 3 (unbound)", r.Code)
+		}
+		d.Stop()
+	})
+}
