@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/broker/sqlite"
@@ -619,4 +620,57 @@ func TestContentTypes(t *testing.T) {
 		t.Errorf("the task saw %d messages, want the 10 good ones", n)
 	}
 	d.Stop()
+}
+
+// deepTask builds a list nested payload["depth"] deep and calls str() on
+// it: one builtin call that runs for long seconds and does not notice its
+// thread's cancellation.
+const deepTask = `
+def work(payload, meta):
+    x = []
+    for i in range(payload["depth"]):
+        x = [x]
+    log.info("built")
+    s = str(x)
+    log.info("stringified", n = len(s))
+    return True
+
+task(name = "deep", subscribe_to = ["deep"], work = work, timeout = %s)
+`
+
+// A run past its timeout is abandoned and its message settled, even when
+// a builtin keeps its goroutine busy (SPEC §3).
+func TestTimeoutOfARunStuckInABuiltin(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"deep.star": fmt.Sprintf(deepTask, `"1s"`)}))
+	id := published(t, env.MustRun("", "publish", "deep", `{"depth": 100000}`))
+	dead := d.WaitFor("message dead-lettered", map[string]string{"message_id": id, "reason": "timeout"})
+	// str() of that list runs for over 10s here (without the race
+	// detector); the run was settled at its timeout plus the second a
+	// cancelled run is given, not when str() returned.
+	took, err := time.ParseDuration(dead.Str("took"))
+	if err != nil || took > 8*time.Second {
+		t.Errorf("the run was settled after %s (%v), want about 2s", dead.Str("took"), err)
+	}
+	d.Stop()
+}
+
+// A second signal ends the daemon (exit 255) whatever its handlers do,
+// also a handler stuck in a builtin (SPEC §6).
+func TestASecondSignalEndsADaemonStuckInABuiltin(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewEnv(t)
+	d := env.Start(writeTasks(t, map[string]string{"deep.star": fmt.Sprintf(deepTask, "None")}))
+	id := published(t, env.MustRun("", "publish", "deep", `{"depth": 100000}`))
+	d.WaitFor("built", map[string]string{"message_id": id})
+	d.Signal(syscall.SIGTERM)
+	d.WaitFor("graceful shutdown: send the signal again to force", nil)
+	d.Signal(syscall.SIGTERM)
+	if code := d.Exit(); code != 255 {
+		t.Fatalf("exit %d after a second TERM, want 255", code)
+	}
+	if n := d.Count("message acked", nil) + d.Count("message dead-lettered", nil); n != 0 {
+		t.Errorf("the interrupted message was settled (%d)", n)
+	}
 }

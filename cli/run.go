@@ -61,6 +61,10 @@ func newLoader(c *cli.Context) (*loader, error) {
 		log: newLogger(s, level, c.App.ErrWriter, world.Redactor)}, nil
 }
 
+// forcedExit bounds a forced shutdown: the second signal ends the process
+// within it, whatever handlers, workers or the broker do (SPEC §6).
+const forcedExit = 10 * time.Second
+
 // errNoTasks is what run and check say of roots that hold no task.
 func errNoTasks(roots []string) error {
 	return fmt.Errorf("no tasks found under %s: a task file calls task(...)", strings.Join(roots, ", "))
@@ -201,6 +205,13 @@ func run(c *cli.Context) error {
 				}
 				log.Warn("forced shutdown", "signal", sig.String())
 				eng.Force()
+				// The engine returns within seconds whatever handlers do;
+				// this is the guarantee if anything else (a broker that
+				// does not close) holds the process.
+				time.AfterFunc(forcedExit, func() {
+					log.Error("forced shutdown took too long: exiting now", "after", forcedExit.String())
+					os.Exit(exitForced)
+				})
 			}
 		}
 	}()

@@ -63,7 +63,7 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 			d.Queue = spec.Queue
 		}
 		ctx, cancel := r.runContext(traced)
-		res = r.call(ctx, d)
+		res = r.callBounded(ctx, d)
 		if ctx.Err() != nil {
 			stop = context.Cause(ctx)
 		}
@@ -82,6 +82,40 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 	r.settle(msg, d, out)
 	endSpan(span, out)
 	return handled{delivery: d, outcome: out, took: time.Since(start), ctx: traced}
+}
+
+// abandonAfter is how long a cancelled run (timed out, or stopped by a
+// shutdown) may take to notice before it is abandoned. Starlark checks
+// its thread's cancellation between steps, within milliseconds; a builtin
+// in one long call (str() of a list nested 100,000 deep) does not.
+const abandonAfter = time.Second
+
+// callBounded runs the handler, and when its context ends gives it
+// abandonAfter to return. A run that does not is abandoned: its message
+// is settled as the context's cause says (a timeout by the task's
+// timeout_action, a shutdown by handing it back) and its goroutine is
+// left to end on its own, its result discarded. Go cannot stop a
+// goroutine; what matters is that the message, the worker and the
+// daemon's shutdown do not wait for it.
+func (r *runner) callBounded(ctx context.Context, d *tasks.Delivery) tasks.Result {
+	result := make(chan tasks.Result, 1)
+	go func() { result <- r.call(ctx, d) }()
+	select {
+	case res := <-result:
+		return res
+	case <-ctx.Done():
+	}
+	grace := time.NewTimer(abandonAfter)
+	defer grace.Stop()
+	select {
+	case res := <-result:
+		return res
+	case <-grace.C:
+		cause := context.Cause(ctx)
+		r.log.Warn("run did not stop when cancelled: abandoned, its message settled without it",
+			"message_id", d.MessageID, "cause", cause.Error(), "waited", abandonAfter.String())
+		return tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("run abandoned: %w", cause)}
+	}
 }
 
 // call runs the handler; a panic in it fails the run instead of the

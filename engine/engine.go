@@ -125,6 +125,7 @@ type Engine struct {
 	hard       context.Context
 	cancelHard context.CancelCauseFunc
 	forced     atomic.Bool
+	forcedCh   chan struct{} // closed by Force
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -169,7 +170,7 @@ func New(cfg Config, ts []tasks.Task) (*Engine, error) {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	e := &Engine{
-		cfg: cfg, log: cfg.Logger, metrics: m, initial: ts, ready: make(chan struct{}), started: time.Now(),
+		cfg: cfg, log: cfg.Logger, metrics: m, initial: ts, ready: make(chan struct{}), forcedCh: make(chan struct{}), started: time.Now(),
 		current: map[string]*pool{}, draining: map[*pool]bool{}, states: map[string]*taskState{},
 	}
 	e.hard, e.cancelHard = context.WithCancelCause(context.Background())
@@ -185,7 +186,9 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 // Force cuts a graceful stop short: running handlers are cancelled and
 // their messages returned to their queues. Run then returns ErrForced.
 func (e *Engine) Force() {
-	e.forced.Store(true)
+	if e.forced.CompareAndSwap(false, true) {
+		close(e.forcedCh)
+	}
 	e.cancelHard(tasks.ErrShutdown)
 }
 
@@ -247,7 +250,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	case <-timer.C:
 		e.log.Warn("shutdown timeout: cancelling running handlers")
 		e.cancelHard(tasks.ErrShutdown)
-		<-done
+		// Cancelled runs hand their messages back within abandonAfter;
+		// worker processes are killed forcedWait after they are told.
+		// Wait no longer than that, or until a second signal.
+		bound := time.NewTimer(forcedWait + abandonAfter)
+		defer bound.Stop()
+		select {
+		case <-done:
+		case <-bound.C:
+			e.log.Error("handlers did not stop in time; returning their messages")
+		case <-e.forcedCh:
+		}
 	case <-e.hard.Done():
 		e.log.Warn("forced shutdown: cancelling running handlers")
 		select {
