@@ -674,3 +674,40 @@ func TestASecondSignalEndsADaemonStuckInABuiltin(t *testing.T) {
 		t.Errorf("the interrupted message was settled (%d)", n)
 	}
 }
+
+// A message whose daemon is killed while it runs counts the lost delivery
+// as an attempt: killed max_attempts times, it is dead-lettered with
+// reason worker-lost instead of running again on the next start.
+func TestAMessageThatKillsTheDaemonStopsComingBack(t *testing.T) {
+	t.Parallel()
+	symphonytest.OnEachBroker(t, func(t *testing.T, env *symphonytest.Env) {
+		dir := writeTasks(t, map[string]string{"k.star": `
+def work(payload, meta):
+    log.info("running", attempt = meta.attempt)
+    sleep(3600)
+    return True
+
+task(name = "k", subscribe_to = ["k"], work = work, max_attempts = 3, prefetch = 1)
+`})
+		d := env.Start(dir)
+		id := published(t, env.MustRun("", "publish", "k", "{}"))
+		for attempt := 1; attempt <= 3; attempt++ {
+			d.WaitFor("running", map[string]string{"message_id": id, "attempt": fmt.Sprint(attempt)})
+			d.Signal(syscall.SIGKILL)
+			d.Exit()
+			d = env.Start(dir)
+		}
+		dead := d.WaitFor("message dead-lettered", map[string]string{"message_id": id})
+		if dead.Str("reason") != "worker-lost" || dead.Str("attempt") != "4" {
+			t.Errorf("after 3 kills: %v", dead)
+		}
+		if n := d.Count("running", nil); n != 0 {
+			t.Errorf("the message ran again after max_attempts lost deliveries")
+		}
+		d.Stop()
+		list := env.MustRun("", "dead", "list", "k").Stdout
+		if !strings.Contains(list, "worker-lost") {
+			t.Errorf("dead list:\n%s", list)
+		}
+	})
+}

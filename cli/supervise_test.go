@@ -267,19 +267,32 @@ def work(payload, meta):
     log.info("allocated", mb = payload["mb"], size = len(s))
     return True
 
-task(name = "m", subscribe_to = ["m"], work = work, isolation = "process", max_memory = "96MiB")
+task(name = "m", subscribe_to = ["m"], work = work, isolation = "process", max_memory = "96MiB", max_attempts = 2)
 `}))
 	env.MustRun("", "publish", "m", `{"mb": 4}`)
 	d.WaitFor("allocated", map[string]string{"mb": "4"})
-	env.MustRun("", "publish", "m", `{"mb": 400}`)
+	poison := published(t, env.MustRun("", "publish", "m", `{"mb": 400}`))
 	killed := d.WaitFor("worker process over max_memory: killing it", nil)
 	if rss, _ := strconv.ParseInt(killed.Str("rss_bytes"), 10, 64); rss <= 96<<20 {
 		t.Errorf("killed at %d bytes, under the limit", rss)
 	}
 	d.WaitFor("worker failed", map[string]string{"task": "m"})
+	// Each delivery lost with its worker counts as an attempt (SPEC §3):
+	// after max_attempts of them the message is dead-lettered rather than
+	// killing workers for ever.
+	dead := d.WaitFor("message dead-lettered", map[string]string{"message_id": poison})
+	if dead.Str("reason") != "worker-lost" || dead.Str("attempt") != "3" {
+		t.Errorf("the message that kills its workers: %v", dead)
+	}
+	if n := d.Count("worker process over max_memory: killing it", nil); n != 2 {
+		t.Errorf("%d workers were killed for it, want max_attempts (2)", n)
+	}
 	if n := d.Count("allocated", map[string]string{"mb": "400"}); n != 0 {
 		t.Errorf("the 400 MiB message ran to its end %d times under a 96 MiB limit", n)
 	}
+	// The others are not held up.
+	env.MustRun("", "publish", "m", `{"mb": 5}`)
+	d.WaitFor("allocated", map[string]string{"mb": "5"})
 	d.Stop()
 }
 

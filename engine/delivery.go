@@ -57,6 +57,12 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 		res = tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("read message properties: %v: %w", err, tasks.ErrDecode)}
 	}
 	traced, span := r.startSpan(hard, d)
+	if out, lost := tasks.Lost(spec, d.Attempt); err == nil && lost {
+		d.Task = spec.Name
+		r.settle(msg, d, out)
+		endSpan(span, out)
+		return handled{delivery: d, outcome: out, took: time.Since(start), ctx: traced}
+	}
 	if err == nil {
 		d.Task = spec.Name
 		if d.Queue == "" {

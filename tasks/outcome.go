@@ -42,6 +42,10 @@ const (
 	ReasonDecode      = "decode"
 	ReasonTimeout     = "timeout"
 	ReasonMaxSteps    = "max-steps"
+	// ReasonWorkerLost: the message's earlier deliveries all ended with
+	// their worker (a killed worker process, one over max_memory, the
+	// daemon killed), max_attempts of them.
+	ReasonWorkerLost = "worker-lost"
 )
 
 // Outcome is the decision about one delivery.
@@ -108,6 +112,20 @@ func Decide(spec Spec, attempt int, r Result, stop error) Outcome {
 		text = r.Backtrace
 	}
 	return Outcome{Action: Dead, Reason: reason, Error: text}
+}
+
+// Lost decides, before a delivery runs, whether it may: a delivery whose
+// worker died without settling it counts as an attempt (SPEC §3), so a
+// delivery past max_attempts can only follow lost ones, and the message
+// is dead-lettered with reason worker-lost without running again: a
+// message that kills every worker that takes it stops coming back.
+func Lost(spec Spec, attempt int) (Outcome, bool) {
+	if !spec.Acknowledge || attempt <= spec.MaxAttempts {
+		return Outcome{}, false
+	}
+	return Outcome{Action: Dead, Reason: ReasonWorkerLost,
+		Error: fmt.Sprintf("its worker died during its last deliveries, %d attempts in all (max_attempts %d): "+
+			"a worker process killed or over max_memory, or the daemon killed", attempt-1, spec.MaxAttempts)}, true
 }
 
 // retry retries the message, or dead-letters it when it has had all its

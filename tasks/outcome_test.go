@@ -93,6 +93,30 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+func TestLost(t *testing.T) {
+	t.Parallel()
+	spec := NewSpec("t") // max_attempts 5
+	fireAndForget := spec
+	fireAndForget.Acknowledge = false
+	for _, tc := range []struct {
+		spec    Spec
+		attempt int
+		dead    bool
+	}{
+		{spec, 1, false},
+		{spec, 5, false},
+		{spec, 6, true},
+		{spec, 40, true},
+		{fireAndForget, 6, false},
+	} {
+		out, dead := Lost(tc.spec, tc.attempt)
+		if dead != tc.dead || dead && (out.Action != Dead || out.Reason != ReasonWorkerLost ||
+			!strings.Contains(out.Error, fmt.Sprintf("%d attempts in all (max_attempts 5)", tc.attempt-1))) {
+			t.Errorf("Lost(attempt %d, acknowledge %v) = %+v, %v", tc.attempt, tc.spec.Acknowledge, out, dead)
+		}
+	}
+}
+
 func TestEffectivePrefetch(t *testing.T) {
 	t.Parallel()
 	s := NewSpec("t")
@@ -103,6 +127,11 @@ func TestEffectivePrefetch(t *testing.T) {
 	s.Prefetch = 50
 	if s.EffectivePrefetch() != 1 {
 		t.Errorf("oneshot prefetch = %d, want 1", s.EffectivePrefetch())
+	}
+	s = NewSpec("t")
+	s.Isolation, s.MaxMemory = Process, 64<<20
+	if s.EffectivePrefetch() != 1 {
+		t.Errorf("prefetch with max_memory = %d, want 1", s.EffectivePrefetch())
 	}
 }
 

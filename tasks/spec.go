@@ -104,7 +104,8 @@ type Spec struct {
 	// MinWorkers and MaxWorkers bound the pool; both default to 1.
 	MinWorkers, MaxWorkers int
 	// Prefetch is how many messages a worker may hold; defaults to 10.
-	// Use EffectivePrefetch: oneshot tasks always use 1.
+	// Use EffectivePrefetch: oneshot tasks and tasks with MaxMemory
+	// always use 1.
 	Prefetch int
 	// Timeout bounds one run of the handler; defaults to DefaultTimeout;
 	// zero means none.
@@ -174,7 +175,10 @@ func NewSpec(name string) Spec {
 
 // EffectivePrefetch is the prefetch the broker should use for one worker.
 func (s Spec) EffectivePrefetch() int {
-	if s.WorkModel == Oneshot || s.Prefetch < 1 {
+	// A worker process killed for its memory loses every message it
+	// holds, and each loss counts as an attempt: it holds only the one
+	// that may be the cause.
+	if s.WorkModel == Oneshot || s.MaxMemory > 0 || s.Prefetch < 1 {
 		return 1
 	}
 	return s.Prefetch

@@ -22,9 +22,12 @@ import (
 // Headers of this package; handlers do not see them (see the package
 // documentation).
 const (
-	ownPrefix     = "x-symphony-"
-	hRoutingKey   = "x-symphony-routing-key"
-	hAttempt      = "x-symphony-attempt"
+	ownPrefix   = "x-symphony-"
+	hRoutingKey = "x-symphony-routing-key"
+	hAttempt    = "x-symphony-attempt"
+	// hRedelivered marks a copy that hands a message back (see
+	// consumer.handBack): redelivered to its handler, not lost.
+	hRedelivered  = "x-symphony-redelivered"
 	hUUID         = "x-symphony-uuid"
 	hTimestamp    = "x-symphony-timestamp"
 	hMetadata     = "x-symphony-metadata"
@@ -157,6 +160,9 @@ func (b *Broker) decode(d *amqp.Delivery) decoded {
 		} else if s, ok := a.(string); ok {
 			md[broker.MetaAttempt] = s
 		}
+	}
+	if v, _ := d.Headers[hRedelivered].(bool); v {
+		md[broker.MetaRedelivered] = "true"
 	}
 	if extra, ok := d.Headers[hMetadata].(amqp.Table); ok {
 		for k, v := range extra {

@@ -292,6 +292,9 @@ func (b *Broker) requeue(ctx context.Context, queue string, msg *message.Message
 		return err
 	}
 	p.Headers[hRoutingKey] = msg.Metadata.Get(broker.MetaRoutingKey)
+	if msg.Metadata.Get(broker.MetaRedelivered) == "true" {
+		p.Headers[hRedelivered] = true
+	}
 	o := outgoing{exchange: "", key: queue, msg: p}
 	if delay = roundDelay(delay); delay > 0 {
 		s, err := b.pub.await(ctx, nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -211,6 +212,17 @@ func (c *consumer) consume(ctx, mctx context.Context, out chan<- *message.Messag
 			}
 			return false
 		}
+		if d.Redelivered && !c.autoAck {
+			// RabbitMQ redelivers a message whose consumer went without
+			// settling it: a killed worker or daemon, a lost connection
+			// (hand-backs are copies, never redelivered). That delivery
+			// counts as an attempt, and the count must outlive this one:
+			// the message goes back as a copy with the attempt raised.
+			acks.flush()
+			if c.charge(&d) {
+				continue
+			}
+		}
 		msg := c.message(&d)
 		msg.SetContext(mctx)
 		select {
@@ -239,7 +251,7 @@ func (c *consumer) consume(ctx, mctx context.Context, out chan<- *message.Messag
 			acks.add(d.DeliveryTag)
 		case v == nacked:
 			acks.flush()
-			c.settle(d.Nack(false, true))
+			c.handBack(&d)
 		}
 		if ctx.Err() != nil {
 			acks.flush()
@@ -319,10 +331,47 @@ func (c *consumer) stopIntake() {
 		return // the channel is gone, and its deliveries went back with it
 	}
 	for d := range c.deliveries {
-		if err := d.Nack(false, true); err != nil {
+		if d.Redelivered && c.charge(&d) {
+			continue
+		}
+		if !c.handBack(&d) {
 			return
 		}
 	}
+}
+
+// handBack returns a delivery to its queue on purpose (a nack, a
+// subscription that stops): as a copy marked redelivered, then the ack of
+// the original, so that RabbitMQ's redelivered flag is left to deliveries
+// that were lost. The copy goes to the tail of the queue. If the copy
+// cannot be sent, the delivery is nacked instead, and may then count as a
+// lost attempt. It reports whether the channel still works.
+func (c *consumer) handBack(d *amqp.Delivery) bool {
+	msg := c.message(d)
+	msg.Metadata[broker.MetaRedelivered] = "true"
+	ctx, cancel := c.b.deadline(context.Background())
+	defer cancel()
+	if err := c.b.requeue(ctx, c.queue, msg, 0); err != nil {
+		c.log.Warn("hand back a message as a copy failed; nacking it", "message_uuid", msg.UUID, "err", err)
+		return d.Nack(false, true) == nil
+	}
+	return d.Ack(false) == nil
+}
+
+// charge counts a lost delivery as an attempt: a copy with the attempt
+// raised replaces it. It reports whether it did; if not, the delivery is
+// handled as it is.
+func (c *consumer) charge(d *amqp.Delivery) bool {
+	msg := c.message(d)
+	msg.Metadata[broker.MetaAttempt] = strconv.Itoa(broker.Attempt(msg) + 1)
+	ctx, cancel := c.b.deadline(context.Background())
+	defer cancel()
+	if err := c.b.requeue(ctx, c.queue, msg, 0); err != nil {
+		c.log.Warn("count a lost delivery as an attempt failed; handling it as it is", "message_uuid", msg.UUID, "err", err)
+		return false
+	}
+	c.settle(d.Ack(false))
+	return true
 }
 
 // resume opens a new channel and consumer once the connection is back;

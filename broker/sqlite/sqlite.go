@@ -85,7 +85,7 @@ const (
 )
 
 // schemaVersion is PRAGMA user_version of a database this package wrote.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // Options are the settings that do not come from the DSN.
 type Options struct {

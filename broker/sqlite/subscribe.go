@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -123,6 +124,9 @@ func (s *subscriber) Close() error {
 type row struct {
 	id, lease  int64
 	deliveries int
+	// returned are the deliveries handed back on purpose; the others
+	// before this one were lost with their consumer.
+	returned   int
 	priority   int
 	routingKey string
 	uuid       string
@@ -352,6 +356,11 @@ func (c *consumer) message(r row) *message.Message {
 	if r.deliveries > 1 {
 		md[broker.MetaRedelivered] = "true"
 	}
+	// Each earlier delivery lost with its consumer (a killed worker or
+	// daemon: neither acked nor handed back) counts as an attempt.
+	if lost := r.deliveries - 1 - r.returned; lost > 0 {
+		md[broker.MetaAttempt] = strconv.Itoa(broker.Attempt(&message.Message{Metadata: md}) + lost)
+	}
 	msg := message.NewMessage(r.uuid, r.payload)
 	msg.Metadata = md
 	return msg
@@ -376,7 +385,7 @@ func (b *Broker) lease(ctx context.Context, queue int64, n int, prioritized bool
 		}
 		for rs.Next() {
 			r := row{lease: token}
-			dst := []any{&r.id, &r.deliveries}
+			dst := []any{&r.id, &r.deliveries, &r.returned}
 			if prioritized {
 				dst = append(dst, &r.priority)
 			}

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	visible_at INTEGER NOT NULL,
 	lease      INTEGER NOT NULL DEFAULT 0,
 	deliveries INTEGER NOT NULL DEFAULT 0,
-	priority   INTEGER NOT NULL DEFAULT 0
+	priority   INTEGER NOT NULL DEFAULT 0,
+	returned   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue_id, visible_at);
 CREATE INDEX IF NOT EXISTS messages_priority ON messages (queue_id, priority DESC, visible_at) WHERE priority > 0;
@@ -114,13 +115,22 @@ ALTER TABLE queues ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 `
 
+// upgrade4 brings a version 4 database (or older, after upgrade1) to
+// version 5: messages count their deliveries handed back on purpose.
+const upgrade4 = `
+ALTER TABLE messages ADD COLUMN returned INTEGER NOT NULL DEFAULT 0;
+`
+
 // Statements run on the writer connection, prepared once.
 const (
 	sqlLease = `UPDATE messages SET lease = ?1, visible_at = ?2, deliveries = deliveries + 1
 		WHERE id IN (SELECT id FROM messages WHERE queue_id = ?3 AND visible_at <= ?4 ORDER BY visible_at, id LIMIT ?5)
-		RETURNING id, deliveries`
-	sqlAck     = `DELETE FROM messages WHERE lease = ?1 AND id IN (SELECT value FROM json_each(?2)) RETURNING id`
-	sqlRelease = `UPDATE messages SET lease = 0, visible_at = 0, deliveries = deliveries - ?3
+		RETURNING id, deliveries, returned`
+	sqlAck = `DELETE FROM messages WHERE lease = ?1 AND id IN (SELECT value FROM json_each(?2)) RETURNING id`
+	// A release of messages never handed to a handler (?3 = 1) takes back
+	// their delivery; one of messages handed out counts them as returned,
+	// so that a delivery neither acked nor returned is known lost.
+	sqlRelease = `UPDATE messages SET lease = 0, visible_at = 0, deliveries = deliveries - ?3, returned = returned + 1 - ?3
 		WHERE lease = ?1 AND id IN (SELECT value FROM json_each(?2))`
 	sqlExtend = `UPDATE messages SET visible_at = ?1 WHERE lease = ?2 AND id IN (SELECT value FROM json_each(?3))`
 	// A priority above the queue's max_priority counts as the max, as on
@@ -137,7 +147,7 @@ const (
 			SELECT id FROM (SELECT id FROM messages WHERE queue_id = ?3 AND priority = 0 AND visible_at <= ?4
 				ORDER BY visible_at, id LIMIT ?5)
 			LIMIT ?5)
-		RETURNING id, deliveries, priority`
+		RETURNING id, deliveries, returned, priority`
 	sqlInsertBody = `INSERT INTO bodies (id, routing_key, uuid, metadata, payload) VALUES (?1, ?2, ?3, ?4, ?5)`
 	sqlBindings   = `SELECT b.queue_id, b.pattern, q.name, q.max_priority FROM bindings b JOIN queues q ON q.id = b.queue_id WHERE q.exchange = ?1`
 	sqlQueue      = `SELECT id, durable FROM queues WHERE exchange = ?1 AND name = ?2`
@@ -190,6 +200,11 @@ func (w *writer) migrate(ctx context.Context, b *Broker) error {
 		if version == 1 {
 			if _, err := w.conn.ExecContext(ctx, upgrade1); err != nil {
 				return fmt.Errorf("upgrade schema from version 1: %w", err)
+			}
+		}
+		if version >= 1 && version <= 4 {
+			if _, err := w.conn.ExecContext(ctx, upgrade4); err != nil {
+				return fmt.Errorf("upgrade schema from version %d: %w", version, err)
 			}
 		}
 		if _, err := w.conn.ExecContext(ctx, schema); err != nil {
