@@ -324,3 +324,34 @@ task(name = "doomed", subscribe_to = ["doomed.#"], work = work, max_attempts = 1
 		t.Errorf("dead purge --all --tasks: %q %q", r.Stdout, r.Stderr)
 	}
 }
+
+// Two daemons with different exchanges on one RabbitMQ cannot share a
+// task's queue (queue names are global in a virtual host): the second
+// refuses to start, naming both exchanges, and the first goes on alone.
+func TestTwoExchangesCannotShareAQueue(t *testing.T) {
+	t.Parallel()
+	env := symphonytest.NewRabbitEnv(t)
+	dir := writeTasks(t, map[string]string{"count.star": countTask})
+	a := env.Start(dir, "--exchange", "a")
+	r := env.Run("", "run", dir, "--exchange", "b", "--admin-addr", "")
+	if r.Code != 1 || !strings.Contains(r.Stderr, `exchange "a" binds it`) || !strings.Contains(r.Stderr, `this daemon's exchange is "b"`) {
+		t.Errorf("a second daemon on exchange b: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	// Nothing of exchange b reaches the queue: publishing there is
+	// unroutable.
+	if r := env.Run("", "publish", "count.up", `{"n": 1}`, "--exchange", "b"); r.Code != 3 {
+		t.Errorf("publish to exchange b: exit %d, stderr %q", r.Code, r.Stderr)
+	}
+	env.MustRun("", "publish", "count.up", `{"n": 2}`, "--exchange", "a")
+	a.WaitFor("handled", map[string]string{"n": "2"})
+	// A queue of its own on exchange b works.
+	other := writeTasks(t, map[string]string{"count.star": strings.Replace(countTask, "work = work", `work = work, queue = "b.count"`, 1)})
+	b := env.Start(other, "--exchange", "b")
+	env.MustRun("", "publish", "count.up", `{"n": 3}`, "--exchange", "b")
+	b.WaitFor("handled", map[string]string{"n": "3"})
+	if a.Count("handled", map[string]string{"n": "3"}) != 0 {
+		t.Errorf("the daemon of exchange a handled a message of exchange b")
+	}
+	a.Stop()
+	b.Stop()
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,12 +194,16 @@ func (b *Broker) readRecord(ch *amqp.Channel, queue string) ([]amqp.Delivery, []
 	}
 	var ours []amqp.Delivery
 	var patterns []string
+	others := map[string][]string{}
 	for {
 		d, ok, err := ch.Get(name, false)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read binding record %q: %w", name, err)
 		}
 		if !ok {
+			if err := b.otherExchange(queue, others); err != nil {
+				return nil, nil, err
+			}
 			return ours, patterns, nil
 		}
 		var r record
@@ -208,6 +213,9 @@ func (b *Broker) readRecord(ch *amqp.Channel, queue string) ([]amqp.Delivery, []
 			continue
 		}
 		if r.Exchange != b.exchange {
+			if len(r.Patterns) > 0 {
+				others[r.Exchange] = r.Patterns
+			}
 			continue
 		}
 		ours = append(ours, d)
@@ -217,6 +225,27 @@ func (b *Broker) readRecord(ch *amqp.Channel, queue string) ([]amqp.Delivery, []
 			}
 		}
 	}
+}
+
+// ErrOtherExchange is Declare's error for a durable queue that a daemon of
+// another exchange has bound: queue names are global in a virtual host,
+// and one queue would take the messages of both exchanges.
+var ErrOtherExchange = errors.New("the queue is bound to another exchange")
+
+// otherExchange refuses a queue that the binding records say is bound to
+// another exchange than this broker's, naming both.
+func (b *Broker) otherExchange(queue string, others map[string][]string) error {
+	if len(others) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(others))
+	other := names[0]
+	return fmt.Errorf("queue %q: %w: exchange %q binds it to %s, and this daemon's exchange is %q; "+
+		"one queue would take the messages of both. Give the task a queue of its own (queue = \"%s.%s\"), "+
+		"run both daemons with one --exchange, or use a virtual host per exchange. If exchange %q is no longer used, "+
+		"delete the queues %s and %s and start again",
+		queue, ErrOtherExchange, other, strings.Join(others[other], ", "), b.exchange, b.exchange, queue,
+		other, queue, RecordQueue(queue))
 }
 
 // writeRecord publishes the patterns now bound as the new record, waits
