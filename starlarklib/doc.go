@@ -185,8 +185,8 @@
 //
 // RunTests (symphony test) runs the test_* functions of *_test.star
 // files. It loads the tasks as Load does, with a World whose every part
-// answers from the stubs of the run_task call running now (teststub.go)
-// and records each call through the World's
+// answers from the stubs of the run_task call running now (teststub.go,
+// testfiles.go, testsql.go) and records each call through the World's
 // CallObserver, so a task under test passes the same grant checks as in
 // the daemon and reaches nothing real; its log lines are kept instead of
 // written. run_task decides the outcome with tasks.Decide and routes what

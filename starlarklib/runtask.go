@@ -41,13 +41,14 @@ type testRun struct {
 
 // stubSet is what run_task's stub arguments give.
 type stubSet struct {
-	http, exec map[string]*stub
-	secrets    map[string]string
+	http, exec, sql map[string]*stub
+	secrets         map[string]string
+	files           *memDir
 }
 
 // runTaskBuiltin is run_task(name, payload = None, routing_key = None,
 // headers = None, content_type = None, attempt = 1, http = None,
-// exec = None, secrets = None, bound = None): it
+// exec = None, sql = None, file = None, secrets = None, bound = None): it
 // runs one message through the task as the daemon would, without a
 // broker, and returns what happened (see RunTests and docs/tasks.md).
 func runTaskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
@@ -57,15 +58,15 @@ func runTaskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	}
 	s := tf.s
 	var (
-		name                                      string
-		payload, routingKey, headers, contentType starlark.Value = starlark.None, starlark.None, starlark.None, starlark.None
-		httpStubs, execStubs, secrets             starlark.Value = starlark.None, starlark.None, starlark.None
-		bound                                     starlark.Value = starlark.None
-		attempt                                                  = 1
+		name                                               string
+		payload, routingKey, headers, contentType          starlark.Value = starlark.None, starlark.None, starlark.None, starlark.None
+		httpStubs, execStubs, sqlStubs, fileStubs, secrets starlark.Value = starlark.None, starlark.None, starlark.None, starlark.None, starlark.None
+		bound                                              starlark.Value = starlark.None
+		attempt                                                           = 1
 	)
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "payload?", &payload,
 		"routing_key?", &routingKey, "headers?", &headers, "content_type?", &contentType, "attempt?", &attempt,
-		"http?", &httpStubs, "exec?", &execStubs, "secrets?", &secrets,
+		"http?", &httpStubs, "exec?", &execStubs, "sql?", &sqlStubs, "file?", &fileStubs, "secrets?", &secrets,
 		"bound?", &bound); err != nil {
 		return nil, err
 	}
@@ -138,7 +139,13 @@ func runTaskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	if r.stubs.exec, err = stubTable("exec", execStubs, true, execStubKey, checkExecAnswer); err != nil {
 		return nil, fail("%v", err)
 	}
+	if r.stubs.sql, err = stubTable("sql", sqlStubs, false, sqlStubKey, checkSQLAnswer); err != nil {
+		return nil, fail("%v", err)
+	}
 	if r.stubs.secrets, err = secretStubs(secrets); err != nil {
+		return nil, fail("%v", err)
+	}
+	if r.stubs.files, err = fileStubs2dir(fileStubs); err != nil {
 		return nil, fail("%v", err)
 	}
 
@@ -281,6 +288,10 @@ func (r *testRun) value() starlark.Value {
 	for i, c := range r.calls {
 		calls[i] = c.value()
 	}
+	var files starlark.Value = starlark.None
+	if r.stubs.files != nil {
+		files = r.stubs.files.value()
+	}
 	return starlarkstruct.FromStringDict(starlark.String("result"), starlark.StringDict{
 		"outcome":   starlark.String(r.out.Action.String()),
 		"reason":    none(r.out.Reason),
@@ -290,6 +301,7 @@ func (r *testRun) value() starlark.Value {
 		"published": starlark.NewList(published),
 		"logs":      starlark.NewList(logs),
 		"calls":     starlark.NewList(calls),
+		"files":     files,
 	})
 }
 

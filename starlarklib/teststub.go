@@ -36,6 +36,8 @@ func newTestSession() *testSession {
 	s.world = &World{
 		HTTP:     stubHTTP{s},
 		Exec:     stubRunner{s},
+		Files:    stubFiles{s},
+		SQL:      stubSQL{s},
 		Secrets:  stubSecrets{s},
 		Calls:    callRecorder{s},
 		Redactor: NewRedactor(),
@@ -132,6 +134,10 @@ func (r *testRun) stubFailed(err error) error {
 	}
 	return err
 }
+
+// anyCall is the key of a stub that answers every call of its module
+// that no other key of the table matches.
+const anyCall = "*"
 
 // stub is one entry of a stub table: an answer for every call, a list of
 // answers for successive calls, or a function of the call that returns
@@ -273,6 +279,9 @@ var httpMethod = regexp.MustCompile(`^[A-Za-z]+$`)
 // httpStubKey is "METHOD URL" or "URL" (any method), stored as
 // "METHOD URL" or "* URL".
 func httpStubKey(k string) (string, error) {
+	if k == anyCall {
+		return anyCall, nil
+	}
 	method, rawURL := "*", k
 	if m, u, ok := strings.Cut(k, " "); ok && httpMethod.MatchString(m) {
 		method, rawURL = strings.ToUpper(m), strings.TrimSpace(u)
@@ -368,7 +377,7 @@ func (h stubHTTP) Do(ctx context.Context, req *HTTPRequest) (*HTTPResponse, erro
 	noQuery := *u
 	noQuery.RawQuery, noQuery.ForceQuery = "", false
 	var st *stub
-	for _, k := range []string{req.Method + " " + u.String(), "* " + u.String(), req.Method + " " + noQuery.String(), "* " + noQuery.String()} {
+	for _, k := range []string{req.Method + " " + u.String(), "* " + u.String(), req.Method + " " + noQuery.String(), "* " + noQuery.String(), anyCall} {
 		if st = r.stubs.http[k]; st != nil {
 			break
 		}
@@ -438,6 +447,9 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // ---- exec ----
 
+// execAnswerKeys are the keys of an exec stub's answer.
+var execAnswerKeys = []string{"code", "stdout", "stderr", "writes", "error"}
+
 // execStubKey is a program as the task names it ("convert"), or a whole
 // command line, its words joined by single spaces.
 func execStubKey(k string) (string, error) {
@@ -449,9 +461,14 @@ func execStubKey(k string) (string, error) {
 }
 
 func checkExecAnswer(v starlark.Value) error {
-	f, err := answerFields(v, `such as {"code": 0, "stdout": "..."}`, "code", "stdout", "stderr", "error")
+	f, err := answerFields(v, `such as {"code": 0, "stdout": "..."}`, execAnswerKeys...)
 	if err != nil {
 		return err
+	}
+	if w, ok := f["writes"]; ok {
+		if _, err := fileStubs2dir(w); err != nil {
+			return fmt.Errorf("writes: %v", strings.TrimPrefix(err.Error(), "file"))
+		}
 	}
 	if c, ok := f["code"]; ok {
 		n, ok := c.(starlark.Int)
@@ -504,15 +521,25 @@ func (x stubRunner) Run(ctx context.Context, req *ExecRequest) (*ExecResult, err
 		st = r.stubs.exec[req.Argv[0]]
 	}
 	if st == nil {
+		st = r.stubs.exec[anyCall]
+	}
+	if st == nil {
 		return nil, r.unstubbed("exec.run "+line, fmt.Sprintf(`exec = {%q: {"code": 0, "stdout": ""}}`, req.Argv[0]))
 	}
 	v, err := st.answer(r, "exec", rec.value(), checkExecAnswer)
 	if err != nil {
 		return nil, err
 	}
-	f, _ := answerFields(v, "", "code", "stdout", "stderr", "error")
+	f, _ := answerFields(v, "", execAnswerKeys...)
 	if err := stubbedError(f); err != nil {
 		return nil, err
+	}
+	if w, ok := f["writes"]; ok {
+		if r.stubs.files == nil {
+			return nil, r.stubFailed(fmt.Errorf("exec stub %q writes files: pass file = {...} to run_task, the file_root they go to", st.key))
+		}
+		written, _ := fileStubs2dir(w)
+		r.stubs.files.merge(written)
 	}
 	res := &ExecResult{}
 	if c, ok := f["code"]; ok {
