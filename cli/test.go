@@ -30,7 +30,18 @@ func runTests(c *cli.Context) error {
 	if len(paths) == 0 {
 		return usagef("test needs a tasks directory or test files, as in 'symphony test tasks/'")
 	}
+	// symphony.star is read as run and check read it: the databases it
+	// names (config(databases = ...), "name=URL" each) are the ones
+	// task(databases = ...) may list. No database is opened.
+	file, err := starlarklib.LoadConfig(paths)
+	if err != nil {
+		return err
+	}
 	opts := starlarklib.TestOptions{}
+	for _, v := range file["databases"].Values {
+		name, _, _ := strings.Cut(v, "=")
+		opts.Databases = append(opts.Databases, name)
+	}
 	if p := c.String("run"); p != "" {
 		re, err := regexp.Compile(p)
 		if err != nil {
