@@ -275,8 +275,8 @@ task(name = "yaml", subscribe_to = ["yaml"], work = yaml)
 		"jobs_test.star": `
 def test_ack():
     r = run_task("jobs", {}, routing_key = "jobs.a")
-    assert.eq((r.outcome, r.reason, r.delay, r.error, r.backtrace, r.published, r.calls),
-              ("ack", None, None, None, None, [], []))
+    assert.eq((r.outcome, r.reason, r.delay, r.error, r.backtrace, r.published, r.calls, r.files),
+              ("ack", None, None, None, None, [], [], None))
 
 def test_retry_after():
     r = run_task("jobs", "retry", routing_key = "jobs.a")
@@ -423,6 +423,18 @@ def test_bad_answer():
 def test_bad_secret():
     run_task("hello", {}, secrets = {"A": 1})
 
+def test_bad_file():
+    run_task("hello", {}, file = {"../x": "y"})
+
+def test_bad_file_content():
+    run_task("hello", {}, file = {"x": 1})
+
+def test_bad_sql():
+    run_task("hello", {}, sql = {"SELECT 1": [1]})
+
+def test_bad_sql_answer():
+    run_task("hello", {}, sql = {"SELECT 1": {"rows": [], "afected": 1}})
+
 def test_bad_bound():
     run_task("hello", {}, bound = ["a..b"])
 
@@ -448,6 +460,10 @@ def test_fails_finds_it():
 		"test_bad_answer":                   {`exec["ls"]: code must be an int, got string`},
 		"test_bad_secret":                   {`secrets must map names to str values, got string: int`},
 		"test_bad_bound":                    {`run_task("hello"): bound: `},
+		"test_bad_file":                     {`run_task("hello"): file: "../x" is not a path inside file_root`},
+		"test_bad_file_content":             {`run_task("hello"): file["x"] must be str or bytes, the file's content, got int`},
+		"test_bad_sql":                      {`run_task("hello"): sql["SELECT 1"]: row 0 must be a dict of column: value, got int`},
+		"test_bad_sql_answer":               {`sql["SELECT 1"]: unknown key "afected" in an answer: the keys are rows, affected, error; did you mean "affected"?`},
 		"test_publish_in_a_test":            {`publish: not available in a task test`},
 		"top_test.star":                     {`ROOT/top_test.star:1:1: run_task: call it from a test_* function of a *_test.star file`},
 	})
@@ -712,4 +728,43 @@ def test_fresh_each_time():
 `,
 	}, TestOptions{})
 	wantResults(t, rep, root, []string{"test_fresh_each_time"}, nil)
+}
+
+func TestRunTaskCatchAllStubs(t *testing.T) {
+	rep, root := runTestTree(t, map[string]string{
+		"any.star": `
+def work(payload, meta):
+    a = http.get("https://a.example.com/x").status
+    b = http.get("https://b.example.com/y").status
+    c = exec.run(["ls", "-l"]).stdout
+    d = exec.run(["cat"]).stdout
+    log.info("got", a = a, b = b, c = c, d = d)
+
+task(name = "any", subscribe_to = ["any"], work = work, allow = ["http", "exec"], allow_commands = ["ls", "cat"])
+`,
+		"any_test.star": `
+def test_the_most_exact_key_wins():
+    r = run_task("any", None, http = {"*": {"status": 204}, "https://b.example.com/y": {"status": 201}},
+                 exec = {"*": {"stdout": "any"}, "ls -l": {"stdout": "exact"}})
+    assert.eq(r.logs[0].attrs, {"a": 204, "b": 201, "c": "exact", "d": "any"})
+
+def test_a_program_writes_into_the_file_stub():
+    r = run_task("any", None, http = {"*": {}}, exec = {"*": {"writes": {"out/a.png": b"\x89PNG", "out/b/": None}}}, file = {"in.txt": "x"})
+    assert.eq(r.files, {"in.txt": "x", "out/a.png": b"\x89PNG"})
+
+def test_writes_need_a_file_stub():
+    run_task("any", None, http = {"*": {}}, exec = {"*": {"writes": {"a": "b"}}})
+
+def test_writes_out_of_the_root():
+    run_task("any", None, http = {"*": {}}, exec = {"*": {"writes": {"../a": "b"}}}, file = {})
+
+def test_writes_not_a_dict():
+    run_task("any", None, http = {"*": {}}, exec = {"*": {"writes": ["a"]}}, file = {})
+`,
+	}, TestOptions{})
+	wantResults(t, rep, root, []string{"test_the_most_exact_key_wins", "test_a_program_writes_into_the_file_stub"}, map[string][]string{
+		"test_writes_need_a_file_stub": {`run_task("any"): exec stub "*" writes files: pass file = {...} to run_task, the file_root they go to`},
+		"test_writes_out_of_the_root":  {`run_task("any"): exec["*"]: writes: "../a" is not a path inside file_root`},
+		"test_writes_not_a_dict":       {`run_task("any"): exec["*"]: writes must be a dict of path: content`},
+	})
 }

@@ -467,7 +467,8 @@ func checkExecAnswer(v starlark.Value) error {
 	}
 	if w, ok := f["writes"]; ok {
 		if _, err := fileStubs2dir(w); err != nil {
-			return fmt.Errorf("writes: %v", strings.TrimPrefix(err.Error(), "file"))
+			// The same checks as run_task's file, said of writes.
+			return errors.New("writes" + strings.TrimPrefix(err.Error(), "file"))
 		}
 	}
 	if c, ok := f["code"]; ok {
