@@ -72,6 +72,10 @@ type Queue struct {
 	Patterns []string
 	// Durable false: the queue goes away with its last consumer.
 	Durable bool
+	// Type is how RabbitMQ keeps the queue ("" means classic); a quorum
+	// queue's dead letters and retries wait in quorum queues too. The
+	// embedded broker keeps every queue the same way.
+	Type tasks.QueueType
 	// MaxPriority, 1 to tasks.PriorityLimit, makes a priority queue; 0 a
 	// plain one. RabbitMQ cannot change it on an existing queue, so
 	// neither broker does: Declare refuses a change (ErrPriorityChange).
@@ -119,6 +123,12 @@ func (q Queue) Check() ([]string, error) {
 			q.Name, len(q.Name), MaxQueueName, ".bindings")
 	case strings.HasPrefix(q.Name, "amq."):
 		return nil, fmt.Errorf("queue name %q starts with amq., which RabbitMQ reserves", q.Name)
+	case q.Type != "" && q.Type != tasks.Classic && q.Type != tasks.Quorum:
+		return nil, fmt.Errorf("queue %q: unknown queue type %q; use classic or quorum", q.Name, q.Type)
+	case q.Type == tasks.Quorum && !q.Durable:
+		return nil, fmt.Errorf("queue %q: a quorum queue is always durable; drop persistent = False or use queue_type = \"classic\"", q.Name)
+	case q.Type == tasks.Quorum && q.MaxPriority > 0:
+		return nil, fmt.Errorf("queue %q: a quorum queue takes no max_priority on RabbitMQ; use queue_type = \"classic\" for priorities", q.Name)
 	case q.MaxPriority < 0 || q.MaxPriority > tasks.PriorityLimit:
 		return nil, fmt.Errorf("queue %q: max_priority %d is out of range 1..%d", q.Name, q.MaxPriority, tasks.PriorityLimit)
 	}

@@ -11,15 +11,17 @@ import (
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/broker/amqp"
 	"github.com/symphony-go/symphony/broker/sqlite"
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // openBroker opens the broker a URL names. queues, when not nil, gives the
 // task queues the caller knows of: RabbitMQ cannot list queues, so
 // dead-letter commands that cover every queue rely on them; it is called
-// only for RabbitMQ. existing refuses to create an embedded broker's
-// database: only the daemon makes one. Errors name the URL without its
-// password.
-func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, queues func() []string, existing bool) (broker.Broker, error) {
+// only for RabbitMQ. queueType is the daemon's default queue_type, which
+// RabbitMQ's delayed publishes follow. existing refuses to create an
+// embedded broker's database: only the daemon makes one. Errors name the
+// URL without its password.
+func openBroker(ctx context.Context, url, exchange string, queueType tasks.QueueType, log *slog.Logger, queues func() []string, existing bool) (broker.Broker, error) {
 	scheme, rest, _ := strings.Cut(url, ":")
 	switch scheme {
 	case "sqlite":
@@ -43,10 +45,11 @@ func openBroker(ctx context.Context, url, exchange string, log *slog.Logger, que
 			known = queues()
 		}
 		b, err := amqp.Open(ctx, url, amqp.Options{
-			Exchange: exchange,
-			Logger:   log,
-			Name:     fmt.Sprintf("symphony %s pid %d", host, os.Getpid()),
-			Queues:   known,
+			Exchange:  exchange,
+			Logger:    log,
+			Name:      fmt.Sprintf("symphony %s pid %d", host, os.Getpid()),
+			Queues:    known,
+			QueueType: queueType,
 		})
 		if err != nil {
 			// Open's errors already name the URL, redacted.

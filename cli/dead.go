@@ -74,7 +74,7 @@ func withDeadLetters(c *cli.Context, every bool, f func(context.Context, broker.
 	if every {
 		queues = func() []string { return knownQueues(c, log) }
 	}
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log, queues, true)
+	b, err := openBroker(ctx, s.Broker, s.Exchange, s.QueueType, log, queues, true)
 	if err != nil {
 		return err
 	}

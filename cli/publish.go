@@ -112,7 +112,7 @@ func publish(c *cli.Context) error {
 	defer payloads.Close()
 
 	ctx := context.Background()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil, true)
+	b, err := openBroker(ctx, s.Broker, s.Exchange, s.QueueType, log, nil, true)
 	if err != nil {
 		return err
 	}

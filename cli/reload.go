@@ -42,7 +42,7 @@ func (l *loader) load(context.Context) (engine.Generation, error) {
 		return engine.Generation{}, err
 	}
 	src := sources{}
-	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add, World: l.world})
+	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add, World: l.world, QueueType: s.QueueType})
 	if err == nil {
 		ts, err = selectTasks(ts, s.Tasks)
 	}
@@ -81,6 +81,7 @@ func fixedSettings(was, now settings, file starlarklib.Config) error {
 		{"no-watch", fmt.Sprint(was.NoWatch), fmt.Sprint(now.NoWatch)},
 		{"secrets-dir", was.SecretsDir, now.SecretsDir},
 		{"timezone", was.Timezone.String(), now.Timezone.String()},
+		{"queue-type", string(was.QueueType), string(now.QueueType)},
 	} {
 		if f.was == f.now {
 			continue

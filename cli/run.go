@@ -142,7 +142,7 @@ func run(c *cli.Context) error {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	b, err := openBroker(ctx, s.Broker, s.Exchange, log, nil, false)
+	b, err := openBroker(ctx, s.Broker, s.Exchange, s.QueueType, log, nil, false)
 	if err != nil {
 		return err
 	}

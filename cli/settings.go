@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/symphony-go/symphony/starlarklib"
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // settings are the daemon-wide options after merging, in order of
@@ -36,6 +37,8 @@ type settings struct {
 	SecretsDir      string
 	// Timezone is the zone of schedules; nil until resolved (local).
 	Timezone *time.Location
+	// QueueType is the queue_type of tasks that set none.
+	QueueType tasks.QueueType
 }
 
 // option is one global flag: its name, default and how to read a value.
@@ -106,6 +109,15 @@ var options = []option{
 				return fmt.Errorf("time zone %q: use a name of the tz database, such as UTC or Europe/Paris", v[0])
 			}
 			return nil
+		}},
+	{name: "queue-type", value: string(tasks.Classic), usage: "RabbitMQ queue type of tasks that set no queue_type: classic, or quorum (replicated across a cluster)",
+		apply: func(s *settings, v []string) error {
+			switch t := tasks.QueueType(v[0]); t {
+			case tasks.Classic, tasks.Quorum:
+				s.QueueType = t
+				return nil
+			}
+			return fmt.Errorf("queue type %q: use classic or quorum", v[0])
 		}},
 	{name: "no-watch", boolean: true, value: "false", usage: "do not reload when task files change (HUP still reloads)",
 		apply: func(s *settings, v []string) (err error) { s.NoWatch, err = strconv.ParseBool(v[0]); return }},

@@ -79,7 +79,8 @@ func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
 		}
 		cmd := exec.Command("/proc/self/exe", append(args, paths...)...)
 		cmd.Args[0] = os.Args[0]
-		cmd.Env = env
+		// The task's own queue type, which its retries follow.
+		cmd.Env = append(env[:len(env):len(env)], envName("queue-type")+"="+string(spec.QueueType))
 		if spec.MaxMemory > 0 {
 			cmd.Env = append(cmd.Env, envMaxMemory+"="+strconv.FormatInt(spec.MaxMemory, 10))
 		}
@@ -137,7 +138,7 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 		_ = tr.Shutdown(ctx)
 	}()
 	world.Calls = callSpans{tr.Tracer()}
-	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world})
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world, QueueType: s.QueueType})
 	if err != nil {
 		return err
 	}
@@ -171,7 +172,7 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 	if len(url) == 0 {
 		return errors.New("no broker URL on standard input: worker processes are started by the daemon")
 	}
-	b, err := openBroker(intake, string(url), s.Exchange, log, nil, false)
+	b, err := openBroker(intake, string(url), s.Exchange, s.QueueType, log, nil, false)
 	if err != nil {
 		if intake.Err() != nil {
 			// Asked to stop while connecting: nothing was taken.

@@ -286,7 +286,7 @@ func (e *Engine) declare(ctx context.Context, spec tasks.Spec) error {
 
 // queueOf is the queue a task consumes, as the broker should have it.
 func queueOf(spec tasks.Spec) broker.Queue {
-	return broker.Queue{Name: spec.Queue, Patterns: spec.Patterns, Durable: spec.Persistent, MaxPriority: spec.MaxPriority}
+	return broker.Queue{Name: spec.Queue, Patterns: spec.Patterns, Durable: spec.Persistent, Type: spec.QueueType, MaxPriority: spec.MaxPriority}
 }
 
 // prepare makes a pool for t with its subscriber, touching nothing the

@@ -67,6 +67,7 @@ func configParams() map[string]configKind {
 		"no_watch":         kindBool,
 		"secrets_dir":      kindString,
 		"timezone":         kindString,
+		"queue_type":       kindString,
 	}
 }
 

@@ -84,7 +84,7 @@ func TestLoadConfigErrors(t *testing.T) {
 			[]loadError{{"symphony.star:1:1", "config: unknown argument log_levle (did you mean log_level?)"}}},
 		{"unknown key",
 			map[string]string{"symphony.star": `config(colour = "blue")`},
-			[]loadError{{"symphony.star:1:1", "config: unknown argument colour; the arguments are admin_addr, broker, exchange, log_format, log_level, no_watch, scaling_interval, secrets_dir, shutdown_timeout, task, throttle_factor, throttle_max"}}},
+			[]loadError{{"symphony.star:1:1", "config: unknown argument colour; the arguments are admin_addr, broker, exchange, log_format, log_level, no_watch, queue_type, scaling_interval, secrets_dir, shutdown_timeout, task, throttle_factor, throttle_max"}}},
 		{"positional argument",
 			map[string]string{"symphony.star": `config("sqlite:x.db")`},
 			[]loadError{{"symphony.star:1:1", "config: takes keyword arguments only"}}},

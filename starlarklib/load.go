@@ -44,6 +44,9 @@ type Options struct {
 	// Databases are the names config(databases = ...) gave, which
 	// task(databases = ...) may list.
 	Databases []string
+	// QueueType is the queue_type of tasks that set none; empty means
+	// classic.
+	QueueType tasks.QueueType
 }
 
 // DefaultMaxLoadSteps is the step budget of one file's top level: far more
@@ -127,6 +130,7 @@ type environment struct {
 	shown        map[string]string
 	world        *World
 	databases    []string
+	queueType    tasks.QueueType
 }
 
 func newEnvironment(opts Options) *environment {
@@ -138,6 +142,7 @@ func newEnvironment(opts Options) *environment {
 		shown:        opts.Shown,
 		world:        opts.World,
 		databases:    opts.Databases,
+		queueType:    opts.QueueType,
 	}
 	if env.world == nil {
 		env.world = NewWorld(WorldConfig{LookupEnv: opts.LookupEnv})

@@ -364,6 +364,15 @@ task(name = "b", subscribe_to = {"x": 1}, work = work)`},
 		{"max_priority above 10",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, max_priority = 300)`},
 			Options{}, []loadError{{"a.star:3:1", "task: max_priority must be at most 10, got 300"}}},
+		{"an unknown queue_type",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, queue_type = "mirrored")`},
+			Options{}, []loadError{{"a.star:3:1", `task: unknown queue_type "mirrored": use "classic" or "quorum"`}}},
+		{"a quorum queue that is not persistent",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, queue_type = "quorum", persistent = False)`},
+			Options{}, []loadError{{"a.star:3:1", `task: persistent = False: a quorum queue is always durable (queue_type = "quorum"); drop persistent or set queue_type = "classic"`}}},
+		{"priorities on the daemon's default quorum queue",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, max_priority = 3)`},
+			Options{QueueType: tasks.Quorum}, []loadError{{"a.star:3:1", `task: max_priority: RabbitMQ's quorum queues take no priorities (the daemon's queue_type (quorum)); set queue_type = "classic" on this task`}}},
 		{"max_priority of zero",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, max_priority = 0)`},
 			Options{}, []loadError{{"a.star:3:1", "task: max_priority must be at least 1, got 0 (leave it out for a queue without priorities)"}}},
@@ -654,7 +663,7 @@ for kind in ["a", "b"]:
 		IdleTimeout: 30 * time.Second, MaxSteps: 1000000, MaxMemory: 256 << 20,
 		Allow: []string{"http", "file"}, AllowHosts: []string{"api.example.com"},
 		FileRoot: filepath.Join(realPath(t, root), "data"),
-		Schedule: "@hourly", MaxPriority: 5,
+		Schedule: "@hourly", MaxPriority: 5, QueueType: tasks.Classic,
 		Hash: charge.Hash,
 	}
 	if !specEqual(charge, want) {
@@ -828,6 +837,34 @@ func TestSourcesMakeACopyThatLoadsTheSame(t *testing.T) {
 		o, c := orig[i].Spec, copied[i].Spec
 		if o.Hash != c.Hash || o.Pos != c.Pos || o.File != c.File {
 			t.Errorf("task %s: original (%s, %s, %s), copy (%s, %s, %s)", o.Name, o.Hash, o.Pos, o.File, c.Hash, c.Pos, c.File)
+		}
+	}
+}
+
+// queue_type comes from the task, else from the daemon's default, else
+// classic.
+func TestLoadQueueType(t *testing.T) {
+	t.Parallel()
+	root := writeTree(t, map[string]string{
+		"plain.star":   work + `task(subscribe_to = ["p"], work = work)`,
+		"classic.star": work + `task(subscribe_to = ["c"], work = work, queue_type = "classic")`,
+		"quorum.star":  work + `task(subscribe_to = ["q"], work = work, queue_type = "quorum")`,
+	})
+	for _, c := range []struct {
+		def  tasks.QueueType
+		want map[string]tasks.QueueType
+	}{
+		{"", map[string]tasks.QueueType{"plain": tasks.Classic, "classic": tasks.Classic, "quorum": tasks.Quorum}},
+		{tasks.Quorum, map[string]tasks.QueueType{"plain": tasks.Quorum, "classic": tasks.Classic, "quorum": tasks.Quorum}},
+	} {
+		ts, err := Load([]string{root}, Options{QueueType: c.def})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range ts {
+			if got := task.Spec.QueueType; got != c.want[task.Spec.Name] {
+				t.Errorf("default %q: task %s has queue type %q, want %q", c.def, task.Spec.Name, got, c.want[task.Spec.Name])
+			}
 		}
 	}
 }

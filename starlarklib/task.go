@@ -53,7 +53,7 @@ func taskParams() []string {
 		"min_workers", "max_workers", "prefetch", "timeout", "timeout_action",
 		"max_attempts", "retry_delay", "max_retry_delay", "acknowledge",
 		"persistent", "isolation", "idle_timeout", "max_steps", "max_memory",
-		"allow", "allow_hosts", "allow_commands", "file_root", "databases", "schedule", "max_priority",
+		"allow", "allow_hosts", "allow_commands", "file_root", "databases", "schedule", "max_priority", "queue_type",
 	}
 }
 
@@ -83,7 +83,7 @@ func taskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		st.mod.errs = append(st.mod.errs, Error{Pos: pos, Msg: msg})
 		return starlark.None, nil
 	}
-	def, errs := parseTask(st.mod, pos, st.env.databases, args, kwargs)
+	def, errs := parseTask(st.mod, pos, st.env.databases, st.env.queueType, args, kwargs)
 	if st.phase == phaseExec {
 		if len(errs) > 0 {
 			return nil, errs
@@ -101,8 +101,9 @@ func taskBuiltin(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 }
 
 // parseTask validates one task() call's arguments into a taskDef.
-// databases are the names config(databases = ...) gave.
-func parseTask(m *module, pos string, databases []string, args starlark.Tuple, kwargs []starlark.Tuple) (*taskDef, Errors) {
+// databases are the names config(databases = ...) gave; queueType is the
+// daemon's default queue_type.
+func parseTask(m *module, pos string, databases []string, queueType tasks.QueueType, args starlark.Tuple, kwargs []starlark.Tuple) (*taskDef, Errors) {
 	a := newArgSet("task", pos, taskParams(), args, kwargs)
 
 	stem := strings.TrimSuffix(path.Base(m.rel), ".star")
@@ -216,6 +217,26 @@ func parseTask(m *module, pos string, databases []string, args starlark.Tuple, k
 	}
 	a.boolean("acknowledge", &spec.Acknowledge)
 	a.boolean("persistent", &spec.Persistent)
+	if queueType != "" {
+		spec.QueueType = queueType
+	}
+	if a.oneOf("queue_type", &s, string(tasks.Classic), string(tasks.Quorum)) {
+		spec.QueueType = tasks.QueueType(s)
+	}
+	if spec.QueueType == tasks.Quorum {
+		// Whether quorum came from this task or from the daemon's
+		// default, say which to change.
+		from := "queue_type = \"quorum\""
+		if !a.has("queue_type") {
+			from = "the daemon's queue_type (quorum)"
+		}
+		if a.has("persistent") && !spec.Persistent {
+			a.errorf("persistent = False: a quorum queue is always durable (%s); drop persistent or set queue_type = \"classic\"", from)
+		}
+		if spec.MaxPriority > 0 {
+			a.errorf("max_priority: RabbitMQ's quorum queues take no priorities (%s); set queue_type = \"classic\" on this task", from)
+		}
+	}
 	if v, ok := a.vals["max_steps"]; ok {
 		n, isInt := v.(starlark.Int)
 		i, fits := n.Int64()

@@ -28,6 +28,18 @@ const (
 	Process Isolation = "process"
 )
 
+// QueueType says how RabbitMQ keeps a task's queue; the embedded broker
+// takes either and behaves the same.
+type QueueType string
+
+const (
+	// Classic queues live on one RabbitMQ node.
+	Classic QueueType = "classic"
+	// Quorum queues are replicated across a cluster's nodes (Raft) and
+	// survive the loss of a minority of them.
+	Quorum QueueType = "quorum"
+)
+
 // TimeoutAction says what happens to a message whose handler ran out of time.
 type TimeoutAction string
 
@@ -144,6 +156,8 @@ type Spec struct {
 	// schedule.<name>) on this schedule: a cron expression, a descriptor
 	// such as "@hourly", or "every 30s" (see package schedule).
 	Schedule string
+	// QueueType defaults to Classic, or to the daemon's queue_type.
+	QueueType QueueType
 	// MaxPriority, from 1 to 10, makes the queue take message priorities
 	// 0..MaxPriority, higher first; zero means the queue takes none.
 	MaxPriority int
@@ -168,6 +182,7 @@ func NewSpec(name string) Spec {
 		MaxRetryDelay: DefaultMaxRetryDelay,
 		Acknowledge:   true,
 		Persistent:    true,
+		QueueType:     Classic,
 		Isolation:     Thread,
 		IdleTimeout:   DefaultIdleTimeout,
 	}

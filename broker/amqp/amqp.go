@@ -92,6 +92,26 @@
 // by RabbitMQ, marked redelivered (at-least-once); the ack of the one in
 // flight fails and is logged. Connected is false while either connection is
 // down; Publish waits for the connection at most Options.PublishTimeout.
+//
+// A connection whose packets stop while its socket stays open (a dead
+// route, a NAT that forgot the flow) is found by heartbeats: amqp091-go
+// gives up on a connection that sent nothing for three heartbeat intervals
+// (Options.Heartbeat, or heartbeat=N seconds in the URL's query, which wins).
+//
+// # Clusters
+//
+// The URL may name several nodes of a RabbitMQ cluster, comma-separated
+// (amqp://u:p@a:5672/v,amqp://u:p@b:5672/v). Each connection dials them in
+// turn, starting with the one after the node it last lost, so that a lost
+// node is tried last; a round in which every node fails counts as one
+// failed attempt of the backoff. Quorum queues (broker.Queue.Type) survive
+// the loss of a minority of the nodes; their dead-letter queue and binding
+// record are quorum queues too, and their retries wait in quorum delay
+// queues (<exchange>.retry.<ms>.quorum: a queue-wide x-message-ttl, which
+// quorum queues take, and at-least-once dead-lettering, so that a retry is
+// not dropped when the node that expires it cannot reach the target).
+// Delayed publishes wait in quorum delay queues when Options.QueueType is
+// quorum.
 package amqp
 
 import (
@@ -101,6 +121,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +129,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // Defaults of Options.
@@ -138,7 +160,8 @@ type Options struct {
 	// too, besides their context. Default 10s.
 	PublishTimeout time.Duration
 	// Heartbeat is the AMQP heartbeat interval; a silent connection is
-	// declared dead after two of them. Default 10s.
+	// declared dead after three of them. heartbeat=N (seconds) in the
+	// URL's query wins. Default 10s.
 	Heartbeat time.Duration
 	// Name is the connection name RabbitMQ shows (with " publish" and
 	// " consume" appended). Default "symphony".
@@ -147,6 +170,9 @@ type Options struct {
 	// asked about every queue (""), besides those declared through this
 	// Broker. RabbitMQ cannot list queues without its management plugin.
 	Queues []string
+	// QueueType is the type of the delay queues of delayed publishes, and
+	// of retries to a queue this Broker did not declare. Default classic.
+	QueueType tasks.QueueType
 }
 
 func (o *Options) defaults() {
@@ -178,7 +204,8 @@ func (o *Options) defaults() {
 
 // Broker is the RabbitMQ broker. It implements broker.Broker.
 type Broker struct {
-	url      string // with its password; never logged
+	nodes    []string // URLs of the nodes, with their passwords; never logged
+	shown    []string // the same without passwords
 	redacted string
 	opts     Options
 	exchange string
@@ -208,14 +235,21 @@ type Broker struct {
 
 var _ broker.Broker = (*Broker)(nil)
 
-// Open connects to the broker at url (amqp:// or amqps://), declares the
-// durable topic exchange, and keeps the connection up. An unreachable
-// broker is tried again until opts.ConnectTimeout or ctx ends.
+// Open connects to the broker at rawURL (amqp:// or amqps://; several,
+// comma-separated, for the nodes of a cluster), declares the durable topic
+// exchange, and keeps the connection up. An unreachable broker is tried
+// again until opts.ConnectTimeout or ctx ends.
 func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 	opts.defaults()
+	nodes := Nodes(rawURL)
+	shown := make([]string, len(nodes))
+	for i, n := range nodes {
+		shown[i] = broker.Redact(n)
+	}
 	b := &Broker{
-		url:      rawURL,
-		redacted: broker.Redact(rawURL),
+		nodes:    nodes,
+		shown:    shown,
+		redacted: strings.Join(shown, ","),
 		opts:     opts,
 		exchange: opts.Exchange,
 		declared: map[string]broker.Queue{},
@@ -224,8 +258,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		stop:     make(chan struct{}),
 	}
 	b.log = opts.Logger.With("broker", "amqp", "url", b.redacted, "exchange", b.exchange)
-	if _, err := amqp.ParseURI(rawURL); err != nil {
-		return nil, fmt.Errorf("open broker %s: %w", b.redacted, uriError(err))
+	if len(nodes) == 0 {
+		return nil, errors.New("open broker: the URL is empty; give amqp://user:pass@host:port/vhost")
+	}
+	for i, n := range nodes {
+		if _, err := amqp.ParseURI(n); err != nil {
+			return nil, fmt.Errorf("open broker %s: node %d (%s): %w", b.redacted, i+1, shown[i], uriError(err))
+		}
 	}
 	b.pub = &link{b: b, role: "publish", wake: make(chan struct{})}
 	b.sub = &link{b: b, role: "consume", wake: make(chan struct{})}
@@ -251,6 +290,18 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 	return b, nil
 }
 
+// Nodes splits a broker URL into the URLs of its nodes: several,
+// comma-separated, name the nodes of a cluster.
+func Nodes(raw string) []string {
+	var nodes []string
+	for _, n := range strings.Split(raw, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			nodes = append(nodes, n)
+		}
+	}
+	return nodes
+}
+
 // uriError is a URL parsing error without the URL, which may hold a
 // password.
 func uriError(err error) error {
@@ -265,8 +316,24 @@ func uriError(err error) error {
 }
 
 // Connected reports whether both connections are up.
-func (b *Broker) Connected() bool {
-	return !b.closed.Load() && b.pub.current() != nil && b.sub.current() != nil
+func (b *Broker) Connected() bool { return b.Health() == nil }
+
+// Health is nil while both connections are up, and otherwise says which
+// is down and why.
+func (b *Broker) Health() error {
+	if b.closed.Load() {
+		return errClosed
+	}
+	for _, l := range []*link{b.pub, b.sub} {
+		if l.current() == nil {
+			err := "connecting"
+			if e := l.lastErr.Load(); e != nil {
+				err = (*e).Error()
+			}
+			return fmt.Errorf("the %s connection to %s is down (%s); reconnecting", l.role, b.redacted, err)
+		}
+	}
+	return nil
 }
 
 // Close ends every subscription (their unacked messages go back to their
@@ -306,6 +373,7 @@ func (b *Broker) Close() error {
 // session is one connection of a link, from dial to loss.
 type session struct {
 	conn *amqp.Connection
+	node int // index into Broker.nodes
 	gen  uint64
 	lost chan struct{} // closed when the connection closes
 	err  error         // why; read after lost is closed
@@ -317,6 +385,11 @@ type link struct {
 	b    *Broker
 	role string
 	gen  atomic.Uint64
+	// next is the node to dial first; only the link's own goroutine
+	// (Open, then run) dials.
+	next int
+	// lastErr is why the link went down or could not come up.
+	lastErr atomic.Pointer[error]
 
 	mu   sync.Mutex
 	cur  *session
@@ -371,7 +444,36 @@ var (
 	errStopped = errors.New("the subscriber is closed")
 )
 
-func (l *link) dial() (*session, error) {
+// dial connects to the first node that answers, trying each once,
+// starting with l.next. It returns the last node's error when none does,
+// together with whether every node refused for a reason that retrying
+// cannot fix (bad credentials, an unknown vhost).
+func (l *link) dial() (*session, bool, error) {
+	n := len(l.b.nodes)
+	fatal := true
+	var errs []error
+	for i := range n {
+		node := (l.next + i) % n
+		s, err := l.dialNode(node)
+		if err == nil {
+			l.next = node
+			return s, false, nil
+		}
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || (ae.Code != amqp.AccessRefused && ae.Code != amqp.NotAllowed) {
+			fatal = false
+		}
+		if n > 1 {
+			err = fmt.Errorf("node %s: %w", l.b.shown[node], err)
+		}
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	l.lastErr.Store(&err)
+	return nil, fatal, err
+}
+
+func (l *link) dialNode(node int) (*session, error) {
 	o := l.b.opts
 	cfg := amqp.Config{
 		Heartbeat:  o.Heartbeat,
@@ -381,11 +483,11 @@ func (l *link) dial() (*session, error) {
 		// its timeout for long.
 		Dial: amqp.DefaultDial(min(o.ConnectTimeout, 10*time.Second)),
 	}
-	conn, err := amqp.DialConfig(l.b.url, cfg)
+	conn, err := amqp.DialConfig(l.b.nodes[node], cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{conn: conn, gen: l.gen.Add(1), lost: make(chan struct{})}
+	s := &session{conn: conn, node: node, gen: l.gen.Add(1), lost: make(chan struct{})}
 	closes := conn.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
 		if e, ok := <-closes; ok && e != nil {
@@ -403,12 +505,11 @@ func (l *link) dial() (*session, error) {
 func (l *link) dialUntil(ctx context.Context) (*session, error) {
 	pause := l.b.opts.ReconnectMin
 	for {
-		s, err := l.dial()
+		s, fatal, err := l.dial()
 		if err == nil {
 			return s, nil
 		}
-		var ae *amqp.Error
-		if errors.As(err, &ae) && (ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed) {
+		if fatal {
 			return nil, fmt.Errorf("connect: %w", err)
 		}
 		l.b.log.Warn("connect to the broker failed; retrying", "connection", l.role, "err", err, "retry_in", pause.String())
@@ -442,13 +543,16 @@ func (l *link) run(s *session) {
 		case <-l.b.stop:
 			return
 		}
+		l.lastErr.Store(&s.err)
 		l.set(nil)
-		l.b.log.Warn("connection to the broker lost; reconnecting", "connection", l.role, "err", s.err)
+		l.b.log.Warn("connection to the broker lost; reconnecting", "connection", l.role, "node", l.b.shown[s.node], "err", s.err)
+		// The node that was lost is tried last.
+		l.next = (s.node + 1) % len(l.b.nodes)
 		s = l.reconnect()
 		if s == nil {
 			return
 		}
-		l.b.log.Info("connection to the broker restored", "connection", l.role)
+		l.b.log.Info("connection to the broker restored", "connection", l.role, "node", l.b.shown[s.node])
 	}
 }
 
@@ -462,7 +566,7 @@ func (l *link) reconnect() *session {
 			t.Stop()
 			return nil
 		}
-		s, err := l.dial()
+		s, _, err := l.dial()
 		if err == nil && l == l.b.pub {
 			if err = l.b.restore(s); err != nil {
 				s.conn.Close()

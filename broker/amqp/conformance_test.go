@@ -15,6 +15,7 @@ import (
 	"github.com/symphony-go/symphony/broker/amqp"
 	"github.com/symphony-go/symphony/broker/brokertest"
 	"github.com/symphony-go/symphony/internal/symphonytest"
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // requireRabbit skips the test when RabbitMQ is not reachable, unless
@@ -47,19 +48,39 @@ func (o *opened) delays(exchange string) []string {
 	return names
 }
 
-func harness() brokertest.Harness {
+// quorumPrefix starts the exchange names of the quorum harness, so that
+// its child processes, which know only the Env, open the same way.
+const quorumPrefix = "btq"
+
+func harness() brokertest.Harness { return harnessOf(tasks.Classic) }
+
+// harnessOf runs the suite with every durable queue that takes no
+// priorities declared as qt: retries, delays and dead letters then wait in
+// queues of that type.
+func harnessOf(qt tasks.QueueType) brokertest.Harness {
 	brokers := &opened{m: map[string][]*amqp.Broker{}}
+	prefix := "bt"
+	if qt == tasks.Quorum {
+		prefix = quorumPrefix
+	}
 	return brokertest.Harness{
-		Name: "amqp",
+		Name: "amqp " + string(qt),
 		Env: func(t *testing.T) brokertest.Env {
-			return brokertest.Env{URL: requireRabbit(t), Exchange: uniqueName("bt")}
+			return brokertest.Env{URL: requireRabbit(t), Exchange: uniqueName(prefix)}
 		},
 		Open: func(env brokertest.Env) (broker.Broker, error) {
-			b, err := amqp.Open(context.Background(), env.URL, amqp.Options{Exchange: env.Exchange, Name: "symphony-test"})
+			qt := tasks.Classic
+			if strings.HasPrefix(env.Exchange, quorumPrefix+"-") {
+				qt = tasks.Quorum
+			}
+			b, err := amqp.Open(context.Background(), env.URL, amqp.Options{Exchange: env.Exchange, Name: "symphony-test", QueueType: qt})
 			if err != nil {
 				return nil, err
 			}
 			brokers.add(env.Exchange, b)
+			if qt == tasks.Quorum {
+				return quorumBroker{b}, nil
+			}
 			return b, nil
 		},
 		Cleanup: func(env brokertest.Env, queues []string) error {
@@ -98,11 +119,13 @@ func deleteAll(rawURL, exchange string, queues, delays []string) error {
 		do(func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(name, false, false, false); return err })
 		do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(name, false, false) })
 	}
-	do(func(ch *amqp091.Channel) error {
-		_, err := ch.QueueDelete(exchange+".plain", false, false, false)
-		return err
-	})
-	do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(exchange+".plain", false, false) })
+	for _, plain := range []string{exchange + ".plain", exchange + ".plain.quorum"} {
+		do(func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDelete(plain, false, false, false)
+			return err
+		})
+		do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(plain, false, false) })
+	}
 	do(func(ch *amqp091.Channel) error { return ch.ExchangeDelete(exchange, false, false) })
 	return errors.Join(errs...)
 }
@@ -134,3 +157,27 @@ func declareChild(spec string) int {
 }
 
 func TestConformance(t *testing.T) { brokertest.Run(t, harness()) }
+
+// The suite again with quorum queues, as a cluster runs them: retries,
+// delayed publishes and dead letters included.
+func TestConformanceQuorum(t *testing.T) {
+	h := harnessOf(tasks.Quorum)
+	h.Skip = map[string]string{
+		"PriorityOrder":                       "quorum queues take no priorities; a priority task's queue is classic",
+		"PriorityNeedsMaxPriority":            "quorum queues take no priorities; a priority task's queue is classic",
+		"DeclareRefusesPriorityChange":        "quorum queues take no priorities; a priority task's queue is classic",
+		"NonDurableQueueGoesWithLastConsumer": "a quorum queue is always durable",
+	}
+	brokertest.Run(t, h)
+}
+
+// quorumBroker declares every durable queue without priorities as a quorum
+// queue, as a daemon does for tasks with queue_type = "quorum".
+type quorumBroker struct{ *amqp.Broker }
+
+func (q quorumBroker) Declare(ctx context.Context, queue broker.Queue) error {
+	if queue.Durable && queue.MaxPriority == 0 {
+		queue.Type = tasks.Quorum
+	}
+	return q.Broker.Declare(ctx, queue)
+}

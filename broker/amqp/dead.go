@@ -113,35 +113,72 @@ func (b *Broker) deadLetter(queue string, d *amqp.Delivery) broker.DeadLetter {
 	return dl
 }
 
+// scanning holds the dead letters a scan took, unacked, on its channel.
+type scanning struct {
+	b      *Broker
+	ch     *amqp.Channel
+	queue  string // the dead-letter queue
+	before int    // its ready messages when the scan began
+}
+
 // scan gets the messages of queue's dead-letter queue one at a time,
 // unacked, and calls visit with each until it returns false or the queue
-// is empty. The caller acks what it took on the returned channel and
-// closes it, which gives the rest back. A missing dead-letter queue is
+// is empty. The caller acks what it took on the scan's channel and ends
+// it with done, which gives the rest back. A missing dead-letter queue is
 // empty.
-func (b *Broker) scan(ctx context.Context, queue string, visit func(d *amqp.Delivery) bool) (*amqp.Channel, error) {
+func (b *Broker) scan(ctx context.Context, queue string, visit func(d *amqp.Delivery) bool) (*scanning, error) {
+	sc := &scanning{b: b, queue: DeadQueue(queue)}
+	st, err := b.inspect(ctx, sc.queue)
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read dead letters of queue %q: %w", queue, err)
+	}
+	sc.before = st.Messages
 	s, err := b.pub.await(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
-	ch, err := channel(s)
-	if err != nil {
+	if sc.ch, err = channel(s); err != nil {
 		return nil, err
 	}
 	for ctx.Err() == nil {
-		d, ok, err := ch.Get(DeadQueue(queue), false)
+		d, ok, err := sc.ch.Get(sc.queue, false)
 		if notFound(err) {
-			return ch, nil
+			return sc, nil
 		}
 		if err != nil {
-			ch.Close()
+			sc.ch.Close()
 			return nil, fmt.Errorf("read dead letters of queue %q: %w", queue, err)
 		}
 		if !ok || !visit(&d) {
-			return ch, nil
+			return sc, nil
 		}
 	}
-	ch.Close()
+	sc.ch.Close()
 	return nil, context.Cause(ctx)
+}
+
+// settleWait bounds how long done waits for given-back letters to count
+// again.
+const settleWait = 2 * time.Second
+
+// done closes the scan's channel, which gives back what it holds and did
+// not ack (removed were acked), and waits until the queue counts them
+// again. A classic queue has them back when the channel is closed; a
+// quorum queue takes them back a moment later, and a count, a list or a
+// replay of all in between would miss them.
+func (sc *scanning) done(ctx context.Context, removed int) {
+	sc.ch.Close()
+	want := sc.before - removed
+	deadline := time.Now().Add(settleWait)
+	for {
+		st, err := sc.b.inspect(ctx, sc.queue)
+		if err != nil || st.Messages >= want || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broker.DeadLetter, error) {
@@ -152,7 +189,7 @@ func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broke
 	var out []broker.DeadLetter
 	for _, q := range queues {
 		n := 0
-		ch, err := d.b.scan(ctx, q, func(m *amqp.Delivery) bool {
+		sc, err := d.b.scan(ctx, q, func(m *amqp.Delivery) bool {
 			out = append(out, d.b.deadLetter(q, m))
 			n++
 			return limit <= 0 || n < limit
@@ -160,7 +197,7 @@ func (d deadLetters) List(ctx context.Context, queue string, limit int) ([]broke
 		if err != nil {
 			return nil, fmt.Errorf("list dead letters: %w", err)
 		}
-		ch.Close()
+		sc.done(ctx, 0)
 	}
 	if len(queues) > 1 {
 		sort.SliceStable(out, func(i, j int) bool { return out[i].DeadAt.Before(out[j].DeadAt) })
@@ -198,7 +235,7 @@ func (d deadLetters) Show(ctx context.Context, id string) (broker.DeadLetter, er
 		return broker.DeadLetter{}, fmt.Errorf("show dead letter %q: %w (ids look like QUEUE/ID)", id, broker.ErrNotFound)
 	}
 	var found *broker.DeadLetter
-	ch, err := d.b.scan(ctx, queue, func(m *amqp.Delivery) bool {
+	sc, err := d.b.scan(ctx, queue, func(m *amqp.Delivery) bool {
 		if deadKey(m) == key {
 			dl := d.b.deadLetter(queue, m)
 			found = &dl
@@ -209,7 +246,7 @@ func (d deadLetters) Show(ctx context.Context, id string) (broker.DeadLetter, er
 	if err != nil {
 		return broker.DeadLetter{}, fmt.Errorf("show dead letter %q: %w", id, err)
 	}
-	ch.Close()
+	sc.done(ctx, 0)
 	if found == nil {
 		return broker.DeadLetter{}, fmt.Errorf("show dead letter %q: %w", id, broker.ErrNotFound)
 	}
@@ -271,7 +308,7 @@ func (d deadLetters) take(ctx context.Context, sel selection, f func(taken []amq
 	}
 	var taken []amqp.Delivery
 	seen := 0
-	ch, err := d.b.scan(ctx, sel.queue, func(m *amqp.Delivery) bool {
+	sc, err := d.b.scan(ctx, sel.queue, func(m *amqp.Delivery) bool {
 		if limit >= 0 {
 			taken = append(taken, *m)
 			return len(taken) < limit
@@ -286,7 +323,8 @@ func (d deadLetters) take(ctx context.Context, sel selection, f func(taken []amq
 	if err != nil {
 		return 0, err
 	}
-	defer ch.Close()
+	removed := 0
+	defer func() { sc.done(ctx, removed) }()
 	if limit < 0 && len(taken) < len(sel.keys) {
 		for _, k := range sel.keys {
 			if !slices.ContainsFunc(taken, func(m amqp.Delivery) bool { return deadKey(&m) == k }) {
@@ -304,6 +342,7 @@ func (d deadLetters) take(ctx context.Context, sel selection, f func(taken []amq
 		if err := m.Ack(false); err != nil {
 			return 0, fmt.Errorf("remove dead letter from %q: %w", DeadQueue(sel.queue), err)
 		}
+		removed++
 	}
 	return len(taken), nil
 }

@@ -27,20 +27,22 @@ const (
 	hAttempt    = "x-symphony-attempt"
 	// hRedelivered marks a copy that hands a message back (see
 	// consumer.handBack): redelivered to its handler, not lost.
-	hRedelivered  = "x-symphony-redelivered"
-	hUUID         = "x-symphony-uuid"
-	hTimestamp    = "x-symphony-timestamp"
-	hMetadata     = "x-symphony-metadata"
-	hDeadID       = "x-symphony-dead-id"
-	hDeadTask     = "x-symphony-dead-task"
-	hDeadReason   = "x-symphony-dead-reason"
-	hDeadError    = "x-symphony-dead-error"
-	hDeadAt       = "x-symphony-dead-at"
-	hDeadPrefix   = "x-symphony-dead-"
-	hXDeath       = "x-death"
-	hFirstDeathQ  = "x-first-death-queue"
-	hFirstDeathRs = "x-first-death-reason"
-	hFirstDeathEx = "x-first-death-exchange"
+	hRedelivered = "x-symphony-redelivered"
+	hUUID        = "x-symphony-uuid"
+	hTimestamp   = "x-symphony-timestamp"
+	hMetadata    = "x-symphony-metadata"
+	hDeadID      = "x-symphony-dead-id"
+	hDeadTask    = "x-symphony-dead-task"
+	hDeadReason  = "x-symphony-dead-reason"
+	hDeadError   = "x-symphony-dead-error"
+	hDeadAt      = "x-symphony-dead-at"
+	hDeadPrefix  = "x-symphony-dead-"
+	hXDeath      = "x-death"
+	// hDeliveryCount is what quorum queues count deliveries in.
+	hDeliveryCount = "x-delivery-count"
+	hFirstDeathQ   = "x-first-death-queue"
+	hFirstDeathRs  = "x-first-death-reason"
+	hFirstDeathEx  = "x-first-death-exchange"
 )
 
 // mapped reports the metadata keys that travel as AMQP properties or are
@@ -186,12 +188,14 @@ func (b *Broker) decode(d *amqp.Delivery) decoded {
 	return out
 }
 
-// userHeaders is headers without this package's own and without the
-// x-death entries of its delay queues.
+// userHeaders is headers without this package's own, without the
+// x-death entries of its delay queues, and without the delivery count that
+// quorum queues add (the attempt is symphony's own; a count that classic
+// queues do not keep would make the two types differ).
 func (b *Broker) userHeaders(headers amqp.Table) amqp.Table {
 	out := amqp.Table{}
 	for k, v := range headers {
-		if !strings.HasPrefix(k, ownPrefix) {
+		if !strings.HasPrefix(k, ownPrefix) && k != hDeliveryCount {
 			out[k] = v
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // RabbitMQ ignores the priority of a message that lands in a queue
@@ -27,8 +28,15 @@ import (
 // argQueue is the binding argument that says whose binding it is.
 const argQueue = "x-symphony-queue"
 
-// PlainName is the name of the side exchange and of its sink queue.
-func (b *Broker) PlainName() string { return b.exchange + ".plain" }
+// PlainName is the name of the side exchange and of its sink queue. With
+// Options.QueueType quorum the sink is a quorum queue, which survives the
+// loss of a cluster node, under a name of its own.
+func (b *Broker) PlainName() string {
+	if b.opts.QueueType == tasks.Quorum {
+		return b.exchange + ".plain" + quorumSuffix
+	}
+	return b.exchange + ".plain"
+}
 
 // declarePlain declares the side exchange and its sink queue on ch.
 func (b *Broker) declarePlain(ch *amqp.Channel) error {
@@ -36,7 +44,7 @@ func (b *Broker) declarePlain(ch *amqp.Channel) error {
 	if err := ch.ExchangeDeclare(name, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %q: %w", name, explain(err, "exchange", name))
 	}
-	args := amqp.Table{"x-max-length": int64(0), "x-overflow": "drop-head"}
+	args := withType(amqp.Table{"x-max-length": int64(0), "x-overflow": "drop-head"}, b.opts.QueueType)
 	if _, err := ch.QueueDeclare(name, true, false, false, false, args); err != nil {
 		return fmt.Errorf("declare queue %q: %w", name, explain(err, "queue", name))
 	}

@@ -242,7 +242,7 @@ func (b *Broker) Publish(topic string, msgs ...*message.Message) error {
 					return fmt.Errorf("publish %q: %w", topic, err)
 				}
 			}
-			if out[i].exchange, err = b.delayRoute(s, publishDelay, delay); err != nil {
+			if out[i].exchange, err = b.delayRoute(s, publishDelay, delay, b.opts.QueueType); err != nil {
 				return fmt.Errorf("publish %q: %w", topic, err)
 			}
 		}
@@ -301,7 +301,7 @@ func (b *Broker) requeue(ctx context.Context, queue string, msg *message.Message
 		if err != nil {
 			return err
 		}
-		if o.exchange, err = b.delayRoute(s, retryDelay, delay); err != nil {
+		if o.exchange, err = b.delayRoute(s, retryDelay, delay, b.queueType(queue)); err != nil {
 			return err
 		}
 	}

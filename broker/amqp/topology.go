@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/symphony-go/symphony/broker"
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // Suffixes of the queues that belong to a task queue.
@@ -127,13 +128,13 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 		return err
 	}
 	defer ch.Close()
-	if _, err := ch.QueueDeclare(q.Name, q.Durable, !q.Durable, false, false, queueArgs(q)); err != nil {
+	if _, err := ch.QueueDeclare(q.Name, q.Durable, !q.Durable, false, false, withType(queueArgs(q), q.Type)); err != nil {
 		if perr := priorityRefused(err, q); perr != nil {
 			return perr
 		}
 		return explain(err, "queue", q.Name)
 	}
-	if _, err := ch.QueueDeclare(DeadQueue(q.Name), true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(DeadQueue(q.Name), true, false, false, false, withType(nil, q.Type)); err != nil {
 		return explain(err, "queue", DeadQueue(q.Name))
 	}
 	b.mu.Lock()
@@ -142,7 +143,7 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 	var held []amqp.Delivery
 	if q.Durable {
 		var recorded []string
-		if held, recorded, err = b.readRecord(ch, q.Name); err != nil {
+		if held, recorded, err = b.readRecord(ch, q); err != nil {
 			return err
 		}
 		for _, p := range recorded {
@@ -182,14 +183,40 @@ func (b *Broker) apply(s *session, q broker.Queue) error {
 	return nil
 }
 
+// withType adds the x-queue-type of a quorum queue to args; a classic
+// queue is declared without one, as before queue types existed, so that
+// queues declared then are declared alike.
+func withType(args amqp.Table, t tasks.QueueType) amqp.Table {
+	if t != tasks.Quorum {
+		return args
+	}
+	out := amqp.Table{"x-queue-type": string(tasks.Quorum)}
+	for k, v := range args {
+		out[k] = v
+	}
+	return out
+}
+
+// queueType is the type of a task queue: as this process declared it, or
+// the default of the options.
+func (b *Broker) queueType(queue string) tasks.QueueType {
+	b.mu.Lock()
+	q, ok := b.declared[queue]
+	b.mu.Unlock()
+	if ok && q.Type != "" {
+		return q.Type
+	}
+	return b.opts.QueueType
+}
+
 // readRecord takes every message of the binding record of queue without
 // acking them, and returns those of this exchange with the union of their
 // patterns (more than one is left only by declares that raced; unbinding a
 // pattern that is not bound is harmless). Records of other exchanges stay
 // unacked and go back when the channel closes.
-func (b *Broker) readRecord(ch *amqp.Channel, queue string) ([]amqp.Delivery, []string, error) {
-	name := RecordQueue(queue)
-	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+func (b *Broker) readRecord(ch *amqp.Channel, q broker.Queue) ([]amqp.Delivery, []string, error) {
+	name := RecordQueue(q.Name)
+	if _, err := ch.QueueDeclare(name, true, false, false, false, withType(nil, q.Type)); err != nil {
 		return nil, nil, explain(err, "queue", name)
 	}
 	var ours []amqp.Delivery
@@ -201,7 +228,7 @@ func (b *Broker) readRecord(ch *amqp.Channel, queue string) ([]amqp.Delivery, []
 			return nil, nil, fmt.Errorf("read binding record %q: %w", name, err)
 		}
 		if !ok {
-			if err := b.otherExchange(queue, others); err != nil {
+			if err := b.otherExchange(q.Name, others); err != nil {
 				return nil, nil, err
 			}
 			return ours, patterns, nil
@@ -360,9 +387,16 @@ type delayState struct {
 	gen uint64
 }
 
+// quorumSuffix ends the names of quorum delay queues.
+const quorumSuffix = ".quorum"
+
 // delayName is the name of the exchange and the queue of a delay.
-func (b *Broker) delayName(kind delayKind, d time.Duration) string {
-	return b.exchange + "." + string(kind) + "." + strconv.FormatInt(d.Milliseconds(), 10)
+func (b *Broker) delayName(kind delayKind, d time.Duration, t tasks.QueueType) string {
+	name := b.exchange + "." + string(kind) + "." + strconv.FormatInt(d.Milliseconds(), 10)
+	if t == tasks.Quorum {
+		name += quorumSuffix
+	}
+	return name
 }
 
 // expiry is the x-expires of a delay queue: comfortably longer than the
@@ -379,6 +413,7 @@ func (b *Broker) isDelayQueue(name string) bool {
 	if !ok || (kind != string(retryDelay) && kind != string(publishDelay)) {
 		return false
 	}
+	ms = strings.TrimSuffix(ms, quorumSuffix)
 	_, err := strconv.ParseUint(ms, 10, 64)
 	return err == nil
 }
@@ -388,8 +423,8 @@ func (b *Broker) isDelayQueue(name string) bool {
 // use of the queue, so declaring again when a quarter of x-expires has
 // passed means that a message published now (TTL d) is out of the queue
 // before it could expire: d < 3/4 × (2d + 10m).
-func (b *Broker) delayRoute(s *session, kind delayKind, d time.Duration) (string, error) {
-	name := b.delayName(kind, d)
+func (b *Broker) delayRoute(s *session, kind delayKind, d time.Duration, t tasks.QueueType) (string, error) {
+	name := b.delayName(kind, d, t)
 	b.mu.Lock()
 	st, ok := b.delays[name]
 	b.mu.Unlock()
@@ -412,6 +447,14 @@ func (b *Broker) delayRoute(s *session, kind delayKind, d time.Duration) (string
 		"x-message-ttl":          d.Milliseconds(),
 		"x-expires":              expiry(d).Milliseconds(),
 		"x-dead-letter-exchange": target,
+	}
+	if t == tasks.Quorum {
+		// A quorum queue dead-letters at most once by default: a
+		// message whose target cannot take it then would be dropped.
+		// At least once needs reject-publish overflow.
+		args = withType(args, t)
+		args["x-dead-letter-strategy"] = "at-least-once"
+		args["x-overflow"] = "reject-publish"
 	}
 	if _, err := ch.QueueDeclare(name, true, false, false, false, args); err != nil {
 		return "", fmt.Errorf("declare delay queue: %w", explain(err, "queue", name))

@@ -65,6 +65,8 @@ type Harness struct {
 	// for brokers on a shared server that keep queues after their
 	// consumers go.
 	Cleanup func(env Env, queues []string) error
+	// Skip names cases that do not apply to this broker, with the reason.
+	Skip map[string]string
 }
 
 // Environment of a child process (see Main).
@@ -180,6 +182,9 @@ func child(mode string, h Harness) int {
 func Run(t *testing.T, h Harness) {
 	for _, c := range cases() {
 		t.Run(c.name, func(t *testing.T) {
+			if why, ok := h.Skip[c.name]; ok {
+				t.Skip(why)
+			}
 			t.Parallel()
 			c.run(t, setup(t, h))
 		})

@@ -3,12 +3,13 @@ package symphonytest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"io"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +71,25 @@ func NewRabbitEnv(t testing.TB) *Env {
 	return env
 }
 
+// NewRabbitEnvAs is NewRabbitEnv as a user of the test's own with only the
+// given permissions on its vhost (regular expressions of the names it may
+// configure, write to and read from, as rabbitmqctl set_permissions takes
+// them). The user is deleted with the vhost.
+func NewRabbitEnvAs(t testing.TB, configure, write, read string) *Env {
+	t.Helper()
+	env := NewRabbitEnv(t)
+	u, _ := url.Parse(env.URL)
+	vhost := strings.TrimPrefix(u.Path, "/")
+	user, password := UniqueName("symphony-user"), UniqueName("pw")
+	rabbitmqctl(t, "add_user", user, password)
+	t.Cleanup(func() { rabbitmqctl(t, "delete_user", user) })
+	rabbitmqctl(t, "set_permissions", "-p", vhost, user, configure, write, read)
+	u.User = url.UserPassword(user, password)
+	env.URL = u.String()
+	env.Vars = append(env.Vars, "SYMPHONY_BROKER="+env.URL)
+	return env
+}
+
 // OnEachBroker runs f as two parallel subtests: on the embedded broker and
 // on RabbitMQ.
 func OnEachBroker(t *testing.T, f func(t *testing.T, env *Env)) {
@@ -91,26 +111,43 @@ func rabbitmqctl(t testing.TB, args ...string) {
 	}
 }
 
-// Proxy is a TCP proxy between a client under test and a server that the
-// test can cut (every connection closed, new ones refused) and restore,
-// to drop a broker's connections without restarting the broker, which
-// tests of other packages share.
+// Proxy is a TCP proxy between a client under test and a server, which
+// the test controls: it can cut every connection (new ones refused), or
+// make them silent (packets dropped, sockets left open: a half-open
+// connection that only heartbeats reveal), and restore them. It drops a
+// broker's connections without touching the broker, which tests of other
+// packages share.
 type Proxy struct {
 	t      testing.TB
 	target string
 	// Addr is where clients connect.
 	Addr string
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	ln     net.Listener
+	silent bool // connections accepted now are silent
+	pairs  map[*pair]struct{}
+	wg     sync.WaitGroup
+}
+
+// pair is one proxied connection: the client's and, unless it was silent
+// from the start, the server's.
+type pair struct {
+	client, server net.Conn
+	silent         atomic.Bool
+}
+
+func (c *pair) close() {
+	c.client.Close()
+	if c.server != nil {
+		c.server.Close()
+	}
 }
 
 // NewProxy starts a proxy to target (host:port).
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	p := &Proxy{t: t, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{t: t, target: target, pairs: map[*pair]struct{}{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -136,40 +173,60 @@ func (p *Proxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
+			p.mu.Lock()
+			silent := p.silent
+			p.mu.Unlock()
+			pr := &pair{client: c}
+			if silent {
+				pr.silent.Store(true)
+			} else if pr.server, err = net.Dial("tcp", p.target); err != nil {
 				c.Close()
 				continue
 			}
-			if !p.track(c, up) {
-				c.Close()
-				up.Close()
+			if !p.track(pr) {
+				pr.close()
 				return
 			}
-			p.wg.Add(2)
-			go p.pipe(c, up)
-			go p.pipe(up, c)
+			p.wg.Add(1)
+			go p.pipe(pr, pr.server, pr.client)
+			if pr.server != nil {
+				p.wg.Add(1)
+				go p.pipe(pr, pr.client, pr.server)
+			}
 		}
 	}()
 }
 
-func (p *Proxy) track(conns ...net.Conn) bool {
+func (p *Proxy) track(pr *pair) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln == nil {
 		return false
 	}
-	for _, c := range conns {
-		p.conns[c] = struct{}{}
-	}
+	p.pairs[pr] = struct{}{}
 	return true
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst until src ends, dropping what it reads while the
+// pair is silent. A silent pair's end is not passed on: the other side's
+// socket stays open, as across a route that died.
+func (p *Proxy) pipe(pr *pair, dst, src net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !pr.silent.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			if !pr.silent.Load() {
+				pr.close()
+			}
+			return
+		}
+	}
 }
 
 // Cut closes every proxied connection and refuses new ones.
@@ -180,15 +237,42 @@ func (p *Proxy) Cut() {
 		p.ln.Close()
 		p.ln = nil
 	}
-	for c := range p.conns {
-		c.Close()
+	for pr := range p.pairs {
+		pr.close()
 	}
-	clear(p.conns)
+	clear(p.pairs)
 }
 
-// Restore accepts connections again, on the same address.
+// Silence makes every connection, open ones and new ones, drop what
+// either side sends, with their sockets open: the client sees nothing
+// wrong until its heartbeats go unanswered.
+func (p *Proxy) Silence() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.silent = true
+	for pr := range p.pairs {
+		pr.silent.Store(true)
+	}
+}
+
+// Restore accepts connections again, on the same address, and carries
+// them through; the connections that were silenced are closed, as a
+// client would find them once the route is back.
 func (p *Proxy) Restore() {
 	p.t.Helper()
+	p.mu.Lock()
+	p.silent = false
+	for pr := range p.pairs {
+		if pr.silent.Load() {
+			pr.close()
+			delete(p.pairs, pr)
+		}
+	}
+	listening := p.ln != nil
+	p.mu.Unlock()
+	if listening {
+		return
+	}
 	ln, err := net.Listen("tcp", p.Addr)
 	if err != nil {
 		p.t.Fatalf("listen again on %s: %v", p.Addr, err)
