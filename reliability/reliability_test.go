@@ -32,6 +32,12 @@ def work(payload, meta):
 task(name = "count", subscribe_to = ["count.#"], work = work, max_workers = 2)
 `
 
+// pacedTask is countTask taking its time over each message, so that a
+// backlog drains for seconds and a fault can strike in the middle.
+func pacedTask(seconds float64) string {
+	return strings.Replace(countTask, "    return True", fmt.Sprintf("    sleep(%g)\n    return True", seconds), 1)
+}
+
 // lines is n JSON payloads {"n": from}, {"n": from+1}, ..., one a line.
 func lines(from, n int) string {
 	var b strings.Builder
@@ -41,32 +47,61 @@ func lines(from, n int) string {
 	return b.String()
 }
 
-// tally counts the "handled" events of the daemons by n.
-func tally(daemons ...*symphonytest.Daemon) map[string]int {
-	seen := map[string]int{}
-	for _, d := range daemons {
-		for _, ev := range d.Events("handled") {
-			seen[ev.Str("n")]++
+// counter tallies the "handled" events of daemons by n as their logs
+// grow, reading each event once.
+type counter struct {
+	daemons []*symphonytest.Daemon
+	pos     []int
+	seen    map[string]int
+	total   int
+}
+
+func newCounter(daemons ...*symphonytest.Daemon) *counter {
+	return &counter{daemons: daemons, pos: make([]int, len(daemons)), seen: map[string]int{}}
+}
+
+func (c *counter) update() {
+	for i, d := range c.daemons {
+		evs := d.EventsFrom(c.pos[i])
+		c.pos[i] += len(evs)
+		for _, ev := range evs {
+			if ev.Str("msg") == "handled" {
+				c.seen[ev.Str("n")]++
+				c.total++
+			}
 		}
 	}
-	return seen
 }
 
 // awaitHandled waits until every n in want was handled at least once by
-// the daemons.
+// the daemons, and returns how often each n was handled.
 func awaitHandled(t *testing.T, want []int, daemons ...*symphonytest.Daemon) map[string]int {
 	t.Helper()
-	var seen map[string]int
+	c := newCounter(daemons...)
+	missing := map[string]bool{}
+	for _, n := range want {
+		missing[fmt.Sprint(n)] = true
+	}
 	symphonytest.Until(t, fmt.Sprintf("%d messages handled", len(want)), func() bool {
-		seen = tally(daemons...)
-		for _, n := range want {
-			if seen[fmt.Sprint(n)] == 0 {
-				return false
+		c.update()
+		for n := range missing {
+			if c.seen[n] > 0 {
+				delete(missing, n)
 			}
 		}
-		return true
+		return len(missing) == 0
 	}, daemons...)
-	return seen
+	return c.seen
+}
+
+// handledAtLeast waits until the daemon has handled n messages.
+func handledAtLeast(t *testing.T, d *symphonytest.Daemon, n int) {
+	t.Helper()
+	c := newCounter(d)
+	symphonytest.Until(t, fmt.Sprintf("%d messages handled", n), func() bool {
+		c.update()
+		return c.total >= n
+	}, d)
 }
 
 // report logs what a fault cost: lost messages fail the test; duplicates

@@ -308,6 +308,17 @@ func (d *Daemon) EventsAll() []Event {
 	return append([]Event(nil), d.events...)
 }
 
+// EventsFrom are the events logged after the first i, so that a test
+// reading a long log as it grows need not read it again from the start.
+func (d *Daemon) EventsFrom(i int) []Event {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i >= len(d.events) {
+		return nil
+	}
+	return append([]Event(nil), d.events[i:]...)
+}
+
 // Events are the events with message msg logged so far.
 func (d *Daemon) Events(msg string) []Event {
 	d.mu.Lock()
