@@ -398,7 +398,8 @@ func (p *jsonParser) hex4(j int) (rune, bool) {
 // decodeMsgpack decodes one msgpack value, keeping the order of map keys.
 // bin values become bytes, timestamps time values.
 func decodeMsgpack(body []byte) (starlark.Value, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(body))
+	r := bytes.NewReader(body)
+	dec := msgpack.NewDecoder(r)
 	var value func(depth int) (starlark.Value, error)
 	value = func(depth int) (starlark.Value, error) {
 		if depth > maxDepth {
@@ -407,6 +408,12 @@ func decodeMsgpack(body []byte) (starlark.Value, error) {
 		c, err := dec.PeekCode()
 		if err != nil {
 			return nil, err
+		}
+		// The decoder allocates what a string, bin or ext says it holds
+		// before reading it: eight bytes could ask for gigabytes.
+		at := len(body) - r.Len()
+		if n, ok := msgpackSize(body[at:]); ok && n > r.Len() {
+			return nil, fmt.Errorf("msgpack value at offset %d says it holds %d bytes; the payload has %d left", at, n, r.Len())
 		}
 		switch {
 		case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
@@ -462,6 +469,31 @@ func decodeMsgpack(body []byte) (starlark.Value, error) {
 		return nil, errors.New("unexpected data after the msgpack value")
 	}
 	return v, nil
+}
+
+// msgpackSize is the length a str, bin or ext value at the start of b
+// declares (its payload, after the header), if it is one and b holds its
+// header.
+func msgpackSize(b []byte) (int, bool) {
+	width := 0
+	switch b[0] {
+	case msgpcode.Str8, msgpcode.Bin8, msgpcode.Ext8:
+		width = 1
+	case msgpcode.Str16, msgpcode.Bin16, msgpcode.Ext16:
+		width = 2
+	case msgpcode.Str32, msgpcode.Bin32, msgpcode.Ext32:
+		width = 4
+	default:
+		return 0, false
+	}
+	if len(b) < 1+width {
+		return 0, false
+	}
+	n := 0
+	for _, x := range b[1 : 1+width] {
+		n = n<<8 | int(x)
+	}
+	return n, true
 }
 
 // decodeYAML decodes the first YAML document, keeping the order of

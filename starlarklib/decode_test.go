@@ -2,6 +2,7 @@ package starlarklib
 
 import (
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -85,6 +86,28 @@ func TestDecodeJSON(t *testing.T) {
 		_, err := decodeJSON([]byte(c.in))
 		if err == nil || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("decodeJSON(%.20s) = %v, want an error containing %q", c.in, err, c.msg)
+		}
+	}
+}
+
+// A msgpack string, bin or ext that says it is bigger than the payload is
+// refused before anything is allocated for it: found by FuzzDecodeMsgpack,
+// eight bytes that made the decoder allocate 3.3 GB.
+func TestMsgpackLengthBeyondThePayload(t *testing.T) {
+	for _, body := range []string{
+		"\xde\x15\v\xc6\xd2\x14[\x80", // a map whose first key is a bin32 of 3.5 GB
+		"\xdb\xff\xff\xff\xffabc",     // a str32 of 4 GB
+		"\xc9\x7f\xff\xff\xff\x01",    // an ext32
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := decodeMsgpack([]byte(body))
+		runtime.ReadMemStats(&after)
+		if err == nil || !strings.Contains(err.Error(), "the payload has") {
+			t.Errorf("%q: %v; want the length refused", body, err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+			t.Errorf("%q: decoding allocated %d bytes", body, grew)
 		}
 	}
 }
