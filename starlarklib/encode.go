@@ -178,7 +178,14 @@ func encodeYAML(v starlark.Value) ([]byte, error) {
 			}
 			return scalar("!!float", s), nil
 		case starlark.String:
-			return scalar("!!str", string(x)), nil
+			n := scalar("!!str", string(x))
+			// yaml.v3 writes line breaks and edge white space in block
+			// or plain styles that do not always read back the same
+			// ("\n" came back empty): quoted, they do.
+			if strings.ContainsAny(string(x), "\n\r\t") || string(x) != strings.TrimSpace(string(x)) {
+				n.Style = yaml.DoubleQuotedStyle
+			}
+			return n, nil
 		case starlark.Bytes:
 			return scalar("!!binary", base64.StdEncoding.EncodeToString([]byte(x))), nil
 		case startime.Time:
