@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -177,7 +178,9 @@ func (b *Broker) applyAcks(ctx context.Context, w *writer, acks []ack) ([]ack, e
 			}
 			done = append(done, ack{id, lease})
 		}
-		if err := rows.Close(); err != nil {
+		// A scan cut short by its context ends without an error
+		// from Next or Close: only Err tells.
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return nil, fmt.Errorf("delete acked messages: %w", err)
 		}
 	}

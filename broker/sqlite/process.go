@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -111,7 +112,9 @@ func (b *Broker) reap(ctx context.Context) {
 			found = append(found, d)
 		}
 	}
-	if err := rs.Close(); err != nil {
+	// A scan cut short by its context ends without an error
+	// from Next or Close: only Err tells.
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
 		b.log.Warn("look for processes that died failed", "err", err)
 		return
 	}

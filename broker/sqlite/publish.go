@@ -316,7 +316,9 @@ func (b *Broker) sweep(ctx context.Context, w *writer) error {
 		}
 		ids = append(ids, id)
 	}
-	if err := rs.Close(); err != nil {
+	// A scan cut short by its context ends without an error
+	// from Next or Close: only Err tells.
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
 		return fmt.Errorf("find abandoned queues: %w", err)
 	}
 	for _, id := range ids {

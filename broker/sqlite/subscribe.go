@@ -395,7 +395,9 @@ func (b *Broker) lease(ctx context.Context, queue int64, n int, prioritized bool
 			}
 			rows = append(rows, r)
 		}
-		if err := rs.Close(); err != nil {
+		// A scan cut short by its context ends without an error
+		// from Next or Close: only Err tells.
+		if err := errors.Join(rs.Err(), rs.Close()); err != nil {
 			return fmt.Errorf("lease messages: %w", err)
 		}
 		return nil

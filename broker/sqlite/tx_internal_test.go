@@ -5,6 +5,11 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/symphony-go/symphony/broker"
 )
 
 // endsWhileCommitting is a context that ends while a statement runs: the
@@ -98,4 +103,72 @@ func TestBeginCutShortLeavesNoTransactionOpen(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 50 BEGINs cut short were reported failed", failed)
+}
+
+// endsAfter is a context that ends at the n-th call of Done: somewhere in
+// the middle of a lease, wherever n falls.
+type endsAfter struct {
+	context.Context
+	mu    sync.Mutex
+	n     int
+	done  chan struct{}
+	ended bool
+}
+
+func (c *endsAfter) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 && !c.ended {
+		c.ended = true
+		close(c.done)
+	}
+	return c.done
+}
+
+func (c *endsAfter) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// A lease whose context ends while its rows are read leases nothing it
+// does not return: a row leased and not handed back would wait out the
+// lease (30 s) unseen.
+func TestLeaseCutShortHoldsNothingUnseen(t *testing.T) {
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Declare(context.Background(), broker.Queue{Name: "q", Patterns: []string{"k"}, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]*message.Message, 20)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(watermill.NewUUID(), []byte("x"))
+	}
+	if err := b.Publish("k", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	var queue int64
+	if err := b.rdb.QueryRow(`SELECT id FROM queues WHERE name = 'q'`).Scan(&queue); err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 30; n++ {
+		ctx := &endsAfter{Context: context.Background(), n: n, done: make(chan struct{})}
+		rows, _ := b.lease(ctx, queue, 20, false)
+		var unseen int
+		if err := b.rdb.QueryRow(`SELECT count(*) FROM messages WHERE visible_at > ?1`, now()).Scan(&unseen); err != nil {
+			t.Fatal(err)
+		}
+		if unseen != len(rows) {
+			t.Fatalf("context ended at Done call %d: %d rows leased, %d returned", n, unseen, len(rows))
+		}
+		if err := b.release(rows, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
