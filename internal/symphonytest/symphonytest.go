@@ -109,11 +109,18 @@ func NewEnv(t testing.TB) *Env {
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{t: t, Dir: dir, URL: url, Vars: []string{
+	vars := []string{
 		"SYMPHONY_BROKER=" + url,
 		"SYMPHONY_ADMIN_ADDR=127.0.0.1:0",
 		"TMPDIR=" + tmp,
-	}}
+	}
+	if os.Getenv("GORACE") == "" {
+		// A binary built with -race sleeps a second as it exits, for
+		// goroutines to report races: every command a test runs would
+		// take a second longer. A race found is reported all the same.
+		vars = append(vars, "GORACE=atexit_sleep_ms=0")
+	}
+	return &Env{t: t, Dir: dir, URL: url, Vars: vars}
 }
 
 func (e *Env) command(ctx context.Context, args ...string) *exec.Cmd {
@@ -319,6 +326,13 @@ func (d *Daemon) EventsFrom(i int) []Event {
 	return append([]Event(nil), d.events[i:]...)
 }
 
+// Changed is closed when the daemon next logs a line or exits.
+func (d *Daemon) Changed() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.changed
+}
+
 // Events are the events with message msg logged so far.
 func (d *Daemon) Events(msg string) []Event {
 	d.mu.Lock()
@@ -380,6 +394,9 @@ func matches(ev Event, want map[string]string) bool {
 	}
 	return true
 }
+
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 
 // Signal sends sig to the daemon.
 func (d *Daemon) Signal(sig syscall.Signal) {
