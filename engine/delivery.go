@@ -36,6 +36,9 @@ type handled struct {
 	took     time.Duration
 	// ctx carries the delivery's span, for its log lines.
 	ctx context.Context
+	// abandoned: the run did not stop when cancelled, and its goroutine
+	// still runs (callBounded).
+	abandoned bool
 }
 
 // handle runs one message through the task and settles it. hard is what
@@ -87,8 +90,11 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 	}
 	r.settle(msg, d, out)
 	endSpan(span, out)
-	return handled{delivery: d, outcome: out, took: time.Since(start), ctx: traced}
+	return handled{delivery: d, outcome: out, took: time.Since(start), ctx: traced, abandoned: errors.Is(res.Err, errAbandoned)}
 }
+
+// errAbandoned marks the result of a run that callBounded abandoned.
+var errAbandoned = errors.New("run abandoned")
 
 // abandonAfter is how long a cancelled run (timed out, or stopped by a
 // shutdown) may take to notice before it is abandoned. Starlark checks
@@ -120,7 +126,7 @@ func (r *runner) callBounded(ctx context.Context, d *tasks.Delivery) tasks.Resul
 		cause := context.Cause(ctx)
 		r.log.Warn("run did not stop when cancelled: abandoned, its message settled without it",
 			"message_id", d.MessageID, "cause", cause.Error(), "waited", abandonAfter.String())
-		return tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("run abandoned: %w", cause)}
+		return tasks.Result{Verdict: tasks.Failed, Err: fmt.Errorf("%w: %w", errAbandoned, cause)}
 	}
 }
 

@@ -253,6 +253,14 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 		report(event{Event: "done", MessageID: h.delivery.MessageID, Action: h.outcome.Action.String(),
 			Reason: h.outcome.Reason, Error: h.outcome.Error, Took: h.took.Seconds(), TimedOut: h.outcome.TimedOut})
 		run.logOutcome(h)
+		if h.abandoned && result == nil {
+			// Its goroutine still runs (a builtin in one long call) and
+			// holds a core, or memory, that nothing else can take back
+			// in this process: the process ends, and the daemon starts
+			// another in its place.
+			result = fmt.Errorf("a run of message %s did not stop when cancelled: the worker process exits to end it", h.delivery.MessageID)
+			stop()
+		}
 		if cfg.Oneshot {
 			if h.outcome.Action != tasks.Ack {
 				result = ErrDeclined
