@@ -191,8 +191,11 @@ func daemonKilledUnderLoad(t *testing.T, env *symphonytest.Env, isolation string
 		d.Signal(syscall.SIGKILL)
 		d.Exit()
 		t.Logf("kill %d: after %d handlings by that daemon, %d of %d messages handled", k+1, f.handledBy(k), f.distinct(n), n)
+		start := time.Now()
 		d = env.Start(tasks)
 		f.add(d)
+		f.await(t, "the restarted daemon's first message", patience(0), func() bool { return f.handledBy(k+1) > 0 })
+		t.Logf("restart %d: its first message handled %s after the start", k+1, time.Since(start).Round(time.Millisecond))
 	}
 	if err := <-published; err != nil {
 		t.Fatal(err)
