@@ -77,9 +77,17 @@ type options struct {
 	// consumers' prefetch.
 	amqp     string
 	prefetch int
+	// loadSeconds is how long each load of the load benchmark lasts;
+	// soakN the messages of the soak.
+	loadSeconds float64
+	soakN       int
 }
 
 func main() {
+	// The load benchmark runs this program again as its publishers.
+	if len(os.Args) > 1 && os.Args[1] == publisherMode {
+		os.Exit(runPublisher(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(mainCode(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -92,6 +100,8 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.prefetch, "prefetch", defaultPrefetch, "rabbitmq: prefetch of every consumer (symphony's task, the plain channels, Watermill's Qos)")
 	fs.StringVar(&o.amqp, "amqp", defaultAMQP(), "rabbitmq: the RabbitMQ to use, as a user allowed to use new virtual hosts (default $SYMPHONY_TEST_AMQP_URL, else the local guest)")
 	fs.IntVar(&o.edits, "edits", 50, "reload: file edits whose reload latency is measured")
+	fs.Float64Var(&o.loadSeconds, "load-seconds", 30, "load: how long each steady load lasts")
+	fs.IntVar(&o.soakN, "soak-n", 1000000, "soak: messages through each broker")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions; the report gives the median and the spread")
 	fs.IntVar(&o.riverDefaultN, "river-default-n", 2000, "jobs for River with all its defaults (capped at 10·workers jobs/s), measured in the first run only; 0 skips it")
 	fs.StringVar(&o.only, "only", "", "measure only the configurations whose label contains this (e.g. symphony); not with -write")
@@ -118,6 +128,10 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	})
 	if fs.NArg() == 0 {
 		fs.Usage()
+		return 2
+	}
+	if o.loadSeconds <= 0 || o.soakN <= 0 {
+		fmt.Fprintln(stderr, "bench: -load-seconds and -soak-n must be positive")
 		return 2
 	}
 	if o.n <= 0 || o.workers <= 0 || o.runs <= 0 || o.riverDefaultN < 0 || o.prefetch <= 0 || o.edits <= 0 {

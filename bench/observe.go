@@ -230,6 +230,9 @@ type logEvent struct {
 	Version string `json:"version"`
 	Seq     *int   `json:"seq"`
 	At      int64  `json:"at"` // unix nanoseconds, from the handler's time.now()
+	// Sent is when the load benchmark's publisher sent the message (unix
+	// nanoseconds, its clock).
+	Sent int64 `json:"sent"`
 	// WorkerPID is set on the lines of worker processes.
 	WorkerPID int `json:"worker_pid"`
 	raw       []byte
