@@ -713,10 +713,17 @@ func benchSoak(ctx context.Context, e *env) (report, error) {
 		e.logf("%s: soak %+v, %d samples", b.name, res.phase, len(res.samples))
 	}
 	r.loadAfter = loadAvg()
-	if err := r.writePlot(dir, filepath.Join(e.benchDir, "soak.png")); err != nil {
+	// The README's plot is rewritten with its figures only; otherwise
+	// the plot goes with the run's directory (kept by -keep).
+	png := filepath.Join(dir, "soak.png")
+	if e.opts.write {
+		png = filepath.Join(e.benchDir, "soak.png")
+	}
+	if err := r.writePlot(dir, png); err != nil {
 		return nil, err
 	}
 	r.plot = "soak.png"
+	e.logf("plot: %s", png)
 	return r, nil
 }
 
