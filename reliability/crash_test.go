@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -242,7 +243,11 @@ func TestWorkerProcessSIGKILLedUnderLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no worker_pid in the handled events: %v", evs[len(evs)-1])
 			}
-			if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			proc, err := os.FindProcess(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := proc.Kill(); err != nil {
 				t.Fatal(err)
 			}
 			killed[pid] = true
