@@ -30,6 +30,7 @@ func predeclared() starlark.StringDict {
 
 		"http": httpModule(),
 		"exec": execModule(),
+		"file": fileModule(),
 
 		"re":       reModule(patterns),
 		"base64":   base64Module(),

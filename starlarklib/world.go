@@ -56,6 +56,7 @@ func NewWorld(cfg WorldConfig) *World {
 	return &World{
 		HTTP:     newHTTPClient(cfg.RootCAs, cfg.Resolver),
 		Exec:     processRunner{},
+		Files:    rootFiles{},
 		Secrets:  SecretFiles{Dir: cfg.SecretsDir, LookupEnv: cfg.LookupEnv},
 		Redactor: NewRedactor(),
 	}
