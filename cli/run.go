@@ -111,8 +111,11 @@ func run(c *cli.Context) error {
 		defer cancel()
 		_ = tr.Shutdown(ctx)
 	}()
-	// Each capability call is a span too, under its delivery's.
-	l.world.Calls = callSpans{tr.Tracer()}
+	calls, err := engine.NewCallMetrics(reg)
+	if err != nil {
+		return err
+	}
+	l.world.Calls = callObservers(calls, s.OTLPEndpoint, tr)
 	// The watcher takes its first look before the files load: a change
 	// in between then reloads rather than going unseen.
 	var w *watcher
@@ -163,6 +166,7 @@ func run(c *cli.Context) error {
 		Spawn:           spawner(roots, s, l.copies),
 		Load:            l.load,
 		Location:        s.Timezone,
+		Calls:           calls,
 	}, gen.Tasks)
 	if err != nil {
 		return err

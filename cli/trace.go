@@ -17,6 +17,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/symphony-go/symphony/engine"
 	"github.com/symphony-go/symphony/tasks"
 )
 
@@ -230,6 +231,17 @@ func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h traceHandler) WithGroup(name string) slog.Handler {
 	return traceHandler{h.Handler.WithGroup(name)}
+}
+
+// callObservers is what sees a process's capability calls: counted, and
+// with an OTLP endpoint each a span. Without one a call's span would go
+// nowhere and only cost: the call runs in its delivery's span, whose
+// trace id its log lines carry.
+func callObservers(count tasks.CallObserver, endpoint string, tr *tracing) tasks.CallObserver {
+	if endpoint == "" {
+		return count
+	}
+	return engine.CallObservers{count, callSpans{tr.Tracer()}}
 }
 
 // callSpans makes every capability call a task makes a span of its own,

@@ -137,7 +137,8 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 		defer cancel()
 		_ = tr.Shutdown(ctx)
 	}()
-	world.Calls = callSpans{tr.Tracer()}
+	events := os.NewFile(3, "events")
+	world.Calls = callObservers(engine.CallReporter(events), s.OTLPEndpoint, tr)
 	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world, QueueType: s.QueueType})
 	if err != nil {
 		return err
@@ -181,7 +182,6 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 		return err
 	}
 	defer b.Close()
-	events := os.NewFile(3, "events")
 	return engine.RunWorker(intake, hard, engine.WorkerConfig{
 		Broker: b, Logger: log, Task: task, Events: events, Oneshot: c.Bool("oneshot"), Tracer: tr.Tracer(),
 	})

@@ -62,6 +62,9 @@ type Config struct {
 	// Location is the time zone of schedules (cron expressions without
 	// CRON_TZ=). Defaults to the local zone.
 	Location *time.Location
+	// Calls counts the capability calls of worker processes; the
+	// daemon's own go to it through the World. Nil: not counted.
+	Calls *CallMetrics
 }
 
 // Generation is one load of what the engine runs: the tasks, and the

@@ -22,7 +22,7 @@ import (
 
 // A worker process reports to the daemon over a pipe, one JSON object a
 // line: "ready" once subscribed, "start" when a message starts, "done" with
-// what became of it. The daemon keeps the process's metrics and status
+// what became of it, "call" for each capability call its task makes. The daemon keeps the process's metrics and status
 // from them, as it does for its own workers.
 type event struct {
 	Event     string  `json:"event"`
@@ -32,6 +32,9 @@ type event struct {
 	Error     string  `json:"error,omitempty"`
 	Took      float64 `json:"took,omitempty"`
 	TimedOut  bool    `json:"timed_out,omitempty"`
+	// A capability call ("call"): its module and result.
+	Module string `json:"module,omitempty"`
+	Result string `json:"result,omitempty"`
 }
 
 // Spawner builds the command that runs one worker process for a task: the
@@ -164,6 +167,10 @@ func (w *processWorker) read(r io.Reader, log *slog.Logger) {
 				took:     time.Duration(ev.Took * float64(time.Second)),
 			})
 			w.end()
+		case "call":
+			if m := w.pool.eng.cfg.Calls; m != nil {
+				m.record(w.pool.task.Spec.Name, ev.Module, ev.Result, time.Duration(ev.Took*float64(time.Second)))
+			}
 		}
 	}
 }
