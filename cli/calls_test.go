@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/symphony-go/symphony/internal/symphonytest"
 )
@@ -113,4 +115,44 @@ func seriesValue(text, series string) string {
 		}
 	}
 	return ""
+}
+
+// An http request in flight when TERM arrives, to a server that never
+// answers, ends within the shutdown timeout: the daemon cancels the run
+// and exits, the message handed back for the next daemon.
+func TestHTTPInFlightEndsAtShutdown(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); api.Close() })
+	env := symphonytest.NewEnv(t)
+	d := env.Start("--shutdown-timeout", "1s", writeTasks(t, map[string]string{"hang.star": `
+def work(payload, meta):
+    http.get(payload["url"])
+    return True
+
+task(name = "hang", subscribe_to = ["hang.#"], work = work, timeout = None, allow = ["http"], allow_hosts = ["127.0.0.1"])
+`}))
+	env.MustRun("", "publish", "hang.now", fmt.Sprintf(`{"url": %q}`, api.URL))
+	<-arrived
+	start := time.Now()
+	d.Signal(syscall.SIGTERM)
+	if code := d.Exit(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	// The shutdown timeout, and the time to close the broker and exit.
+	if took := time.Since(start); took < time.Second || took > 6*time.Second {
+		t.Errorf("the daemon took %s to stop, with a shutdown timeout of 1s", took)
+	}
+	call := d.WaitFor("call", map[string]string{"task": "hang", "module": "http"})
+	if call.Str("result") != "error" || !strings.Contains(call.Str("err"), "shut") {
+		t.Errorf("the call's line: %v", call)
+	}
 }
