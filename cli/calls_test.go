@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,9 +50,14 @@ task(name = "isolated", subscribe_to = ["isolated.#"], work = work, isolation = 
 func TestCallsAreCountedAndLogged(t *testing.T) {
 	t.Parallel()
 	symphonytest.NeedsWorkerProcesses(t)
-	var auth []string
+	var (
+		mu   sync.Mutex
+		auth []string
+	)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		auth = append(auth, r.Header.Get("Authorization"))
+		mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	t.Cleanup(api.Close)
@@ -65,9 +71,11 @@ func TestCallsAreCountedAndLogged(t *testing.T) {
 	d.WaitFor("message dead-lettered", map[string]string{"task": "caller"})
 	env.MustRun("", "publish", "isolated.go", `{}`)
 	d.WaitFor("message acked", map[string]string{"task": "isolated"})
+	mu.Lock()
 	if len(auth) != 1 || auth[0] != "Bearer "+callsToken {
 		t.Errorf("the server saw Authorization %q", auth)
 	}
+	mu.Unlock()
 
 	m := metrics(t, d)
 	for series, want := range map[string]string{
