@@ -88,6 +88,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == publisherMode {
 		os.Exit(runPublisher(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == sinkMode {
+		os.Exit(runSink(os.Stdout, os.Stderr))
+	}
 	os.Exit(mainCode(os.Args[1:], os.Stdout, os.Stderr))
 }
 

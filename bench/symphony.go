@@ -41,6 +41,12 @@ type symphonySetup struct {
 	// args go after `run` on every daemon's command line (flags beat
 	// the environment's warn level and JSON format).
 	args []string
+	// task, when set, replaces noopTask: the same format (min_workers,
+	// max_workers, prefetch) and the same name and pattern.
+	task string
+	// files are written into the tasks directory beside the task
+	// (symphony.star, for one).
+	files map[string]string
 }
 
 // noopTask is the trivial task: every message acked at once, by a pool of a
@@ -90,9 +96,18 @@ func (s symphonySetup) command(ctx context.Context, args ...string) *exec.Cmd {
 // daemon again and times it until every message is acked.
 func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 	var r symphonyRun
-	tasksDir, err := writeTask(s.dir, "noop", fmt.Sprintf(noopTask, s.workers, s.workers, s.prefetch))
+	src := noopTask
+	if s.task != "" {
+		src = s.task
+	}
+	tasksDir, err := writeTask(s.dir, "noop", fmt.Sprintf(src, s.workers, s.workers, s.prefetch))
 	if err != nil {
 		return r, err
+	}
+	for name, body := range s.files {
+		if err := os.WriteFile(filepath.Join(tasksDir, name), []byte(body), 0o644); err != nil {
+			return r, err
+		}
 	}
 	lines := filepath.Join(s.dir, "lines.jsonl")
 	var buf bytes.Buffer
