@@ -115,7 +115,9 @@
 //	                        The World)
 //
 // docs/tasks.md is the reference of every builtin, argument, default and
-// error; a test checks that it names every member of every module here.
+// error; reference_test.go fails when it misses a predeclared name, a
+// member of a module, a field of meta or of a value a builtin returns, or
+// a task() or config() argument, or names one that does not exist.
 //
 // publish and sleep need a delivery: at the top level of a file and in a
 // scaler's decide they are errors. The handler receives meta, a struct

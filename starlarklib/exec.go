@@ -76,11 +76,16 @@ func execRun(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwar
 	}
 	c.attr("code", res.Code)
 	c.end(nil)
+	return resultValue(res), nil
+}
+
+// resultValue is what a task sees of a program's end.
+func resultValue(res *ExecResult) starlark.Value {
 	return starlarkstruct.FromStringDict(starlark.String("result"), starlark.StringDict{
 		"code":   starlark.MakeInt(res.Code),
 		"stdout": starlark.String(res.Stdout),
 		"stderr": starlark.String(res.Stderr),
-	}), nil
+	})
 }
 
 // buildExec checks a run's arguments: the program must be in
