@@ -159,6 +159,7 @@ task(name = "hang", subscribe_to = ["hang.#"], work = work, timeout = None, allo
 	if took := time.Since(start); took < time.Second || took > 6*time.Second {
 		t.Errorf("the daemon took %s to stop, with a shutdown timeout of 1s", took)
 	}
+	d.WaitFor("message returned to the queue", map[string]string{"task": "hang"})
 	call := d.WaitFor("call", map[string]string{"task": "hang", "module": "http"})
 	if call.Str("result") != "error" || !strings.Contains(call.Str("err"), "shut") {
 		t.Errorf("the call's line: %v", call)

@@ -28,6 +28,10 @@ import (
 // dead-lettered at once when it answers 410.
 func TestWebhooks(t *testing.T) {
 	t.Parallel()
+	symphonytest.OnEachBroker(t, webhooks)
+}
+
+func webhooks(t *testing.T, env *symphonytest.Env) {
 	const key = "webhook-key-e2e-7c1d"
 	var mu sync.Mutex
 	seen := map[string]int{} // deliveries by X-Symphony-Delivery
@@ -54,7 +58,6 @@ func TestWebhooks(t *testing.T) {
 		}
 	}))
 	t.Cleanup(recv.Close)
-	env := symphonytest.NewEnv(t)
 	env.Vars = append(env.Vars, "WEBHOOK_KEY="+key, "WEBHOOK_HOSTS=127.0.0.1")
 	d := env.Start(example(t, "webhooks"))
 
@@ -88,8 +91,11 @@ func TestWebhooks(t *testing.T) {
 // The audit example appends a line per event to its log in AUDIT_DIR.
 func TestAudit(t *testing.T) {
 	t.Parallel()
+	symphonytest.OnEachBroker(t, audit)
+}
+
+func audit(t *testing.T, env *symphonytest.Env) {
 	dir := t.TempDir()
-	env := symphonytest.NewEnv(t)
 	env.Vars = append(env.Vars, "AUDIT_DIR="+dir)
 	d := env.Start(example(t, "audit"))
 	a := published(t, env.MustRun("", "publish", "order.placed", `{"id": 7}`))
@@ -140,6 +146,10 @@ func realConvert(t *testing.T) {
 func TestThumbnails(t *testing.T) {
 	t.Parallel()
 	realConvert(t)
+	symphonytest.OnEachBroker(t, thumbnails)
+}
+
+func thumbnails(t *testing.T, env *symphonytest.Env) {
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "uploads"), 0o755); err != nil {
 		t.Fatal(err)
@@ -157,7 +167,6 @@ func TestThumbnails(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "uploads", "cat.png"), buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := symphonytest.NewEnv(t)
 	env.Vars = append(env.Vars, "THUMBNAILS_DIR="+dir)
 	d := env.Start(example(t, "thumbnails"))
 	env.MustRun("", "publish", "image.uploaded", `{"path": "uploads/cat.png"}`)
