@@ -376,6 +376,18 @@ task(name = "b", subscribe_to = {"x": 1}, work = work)`},
 		{"max_priority of zero",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, max_priority = 0)`},
 			Options{}, []loadError{{"a.star:3:1", "task: max_priority must be at least 1, got 0 (leave it out for a queue without priorities)"}}},
+		{"a rate limit of nothing",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, rate_limit = "0/s")`},
+			Options{}, []loadError{{"a.star:3:1", `task: rate_limit: "0/s" allows no starts at all: the count must be at least 1`}}},
+		{"a rate limit in words",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, rate_limit = "fast")`},
+			Options{}, []loadError{{"a.star:3:1", `task: rate_limit: "fast" is not a rate limit: write starts per period, such as "100/s", "20/m" or "5/h"`}}},
+		{"a rate limit per day",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, rate_limit = "5/d")`},
+			Options{}, []loadError{{"a.star:3:1", `task: rate_limit: "5/d" is not a rate limit`}}},
+		{"a rate limit as a number",
+			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, rate_limit = 50)`},
+			Options{}, []loadError{{"a.star:3:1", `task: rate_limit must be a string, got int 50`}}},
 		{"max_priority as a string",
 			map[string]string{"a.star": work + `task(subscribe_to = ["x"], work = work, max_priority = "5")`},
 			Options{}, []loadError{{"a.star:3:1", `task: max_priority must be an int, got string "5"`}}},
@@ -605,6 +617,7 @@ task(
     allow_hosts = ["api.example.com"],
     file_root = "data",
     schedule = "@hourly",
+    rate_limit = "20/m",
     max_priority = 5,
 )
 # Generated tasks: the dialect allows top-level loops.
@@ -664,7 +677,8 @@ for kind in ["a", "b"]:
 		Allow: []string{"http", "file"}, AllowHosts: []string{"api.example.com"},
 		FileRoot: filepath.Join(realPath(t, root), "data"),
 		Schedule: "@hourly", MaxPriority: 5, QueueType: tasks.Classic,
-		Hash: charge.Hash,
+		RateLimit: tasks.Rate{N: 20, Per: time.Minute},
+		Hash:      charge.Hash,
 	}
 	if !specEqual(charge, want) {
 		t.Errorf("billing.charge spec =\n %+v\nwant\n %+v", charge, want)

@@ -54,6 +54,7 @@ func taskParams() []string {
 		"max_attempts", "retry_delay", "max_retry_delay", "acknowledge",
 		"persistent", "isolation", "idle_timeout", "max_steps", "max_memory",
 		"allow", "allow_hosts", "allow_commands", "file_root", "databases", "schedule", "max_priority", "queue_type",
+		"rate_limit",
 	}
 }
 
@@ -214,6 +215,14 @@ func parseTask(m *module, pos string, databases []string, queueType tasks.QueueT
 	}
 	if a.integer("max_priority", &spec.MaxPriority, 1, " (leave it out for a queue without priorities)") && spec.MaxPriority > tasks.PriorityLimit {
 		a.errorf("max_priority must be at most %d, got %d (RabbitMQ advises few levels: each costs it memory and CPU)", tasks.PriorityLimit, spec.MaxPriority)
+	}
+	var rate string
+	if a.str("rate_limit", &rate) {
+		r, err := tasks.ParseRate(rate)
+		if err != nil {
+			a.errorf("rate_limit: %v", err)
+		}
+		spec.RateLimit = r
 	}
 	a.boolean("acknowledge", &spec.Acknowledge)
 	a.boolean("persistent", &spec.Persistent)

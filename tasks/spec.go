@@ -161,6 +161,9 @@ type Spec struct {
 	// MaxPriority, from 1 to 10, makes the queue take message priorities
 	// 0..MaxPriority, higher first; zero means the queue takes none.
 	MaxPriority int
+	// RateLimit bounds how many of the task's messages start per period,
+	// across every process sharing the broker; zero means no limit.
+	RateLimit Rate
 	// Hash covers the task's file and every library it loads; two specs with
 	// the same hash run the same code.
 	Hash string
@@ -193,7 +196,11 @@ func (s Spec) EffectivePrefetch() int {
 	// A worker process killed for its memory loses every message it
 	// holds, and each loss counts as an attempt: it holds only the one
 	// that may be the cause.
-	if s.WorkModel == Oneshot || s.MaxMemory > 0 || s.Prefetch < 1 {
+	// A rate-limited worker holds one message waiting for its start:
+	// more would only wait longer, held from workers of other daemons
+	// that may start them sooner (and, on RabbitMQ, nearer its
+	// consumer_timeout).
+	if s.WorkModel == Oneshot || s.MaxMemory > 0 || s.Prefetch < 1 || !s.RateLimit.IsZero() {
 		return 1
 	}
 	return s.Prefetch
