@@ -196,6 +196,10 @@ type Broker interface {
 	// sharing the broker.
 	Schedules() Schedules
 
+	// Budgets shares each task's rate limit between every process
+	// sharing the broker.
+	Budgets() Budgets
+
 	// Connected reports whether the broker can be reached now.
 	Connected() bool
 
@@ -336,4 +340,25 @@ type Lead interface {
 	Lost() <-chan struct{}
 	// Release gives the lead up.
 	Release()
+}
+
+// Budgets hands out the starts a task's rate limit allows, shared between
+// every process that consumes the task's queue through the broker: on the
+// embedded broker one budget in the database, claimed in batches by
+// transactions; on RabbitMQ the limit split between the processes by how
+// many consumers each has of the queue's, as the broker counts them.
+type Budgets interface {
+	// Wait blocks until this process may start one more message of task,
+	// which consumes queue, under limit, or ctx ends. limit may differ
+	// from one call to the next (a reload changed it): the new one
+	// holds from then on.
+	Wait(ctx context.Context, task, queue string, limit tasks.Rate) error
+}
+
+// Tolerance is how far ahead of a rate limit's steady pace starts may
+// run: a tenth of its period, or one start if that is longer. It bounds
+// the error: over any window W at most (W + Tolerance) / limit.Interval()
+// starts, so 1 % over ten periods.
+func Tolerance(limit tasks.Rate) time.Duration {
+	return max(limit.Interval(), limit.Per/10)
 }

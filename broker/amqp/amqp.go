@@ -227,6 +227,10 @@ type Broker struct {
 	declared map[string]broker.Queue // by name: as last applied
 	delays   map[string]delayState   // by delay queue name
 	subs     map[*subscriber]struct{}
+	// consumers counts this process's subscriptions per queue: its
+	// share of a rate limit.
+	consumers map[string]int
+	splits    map[string]*split // rate limits by task
 
 	closed atomic.Bool
 	stop   chan struct{}
@@ -247,15 +251,17 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Broker, error) {
 		shown[i] = broker.Redact(n)
 	}
 	b := &Broker{
-		nodes:    nodes,
-		shown:    shown,
-		redacted: strings.Join(shown, ","),
-		opts:     opts,
-		exchange: opts.Exchange,
-		declared: map[string]broker.Queue{},
-		delays:   map[string]delayState{},
-		subs:     map[*subscriber]struct{}{},
-		stop:     make(chan struct{}),
+		nodes:     nodes,
+		shown:     shown,
+		redacted:  strings.Join(shown, ","),
+		opts:      opts,
+		exchange:  opts.Exchange,
+		declared:  map[string]broker.Queue{},
+		delays:    map[string]delayState{},
+		subs:      map[*subscriber]struct{}{},
+		consumers: map[string]int{},
+		splits:    map[string]*split{},
+		stop:      make(chan struct{}),
 	}
 	b.log = opts.Logger.With("broker", "amqp", "url", b.redacted, "exchange", b.exchange)
 	if len(nodes) == 0 {

@@ -64,7 +64,11 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, fmt.Errorf("subscribe to queue %q: %w", topic, err)
 	}
 	out := make(chan *message.Message)
-	go c.run(ctx, out)
+	s.b.consuming(topic, 1)
+	go func() {
+		defer s.b.consuming(topic, -1)
+		c.run(ctx, out)
+	}()
 	return out, nil
 }
 

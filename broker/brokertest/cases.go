@@ -49,6 +49,7 @@ func cases() []testCase {
 		{"DeclareRefusesPriorityChange", testDeclareRefusesPriorityChange},
 		{"ScheduleRecord", testScheduleRecord},
 		{"ScheduleLeaderKilled", testScheduleLeaderKilled},
+		{"BudgetShared", testBudgetShared},
 	}
 }
 

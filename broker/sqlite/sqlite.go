@@ -150,6 +150,9 @@ type Broker struct {
 	attachMu sync.Mutex
 	attached map[int64]int
 
+	budgetMu sync.Mutex
+	budgets  map[string]*budget
+
 	stop chan struct{}  // closed by Close: background loops end
 	bg   sync.WaitGroup // the background loops
 }
@@ -192,6 +195,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Broker, error) {
 		owner:    newOwner(),
 		me:       self(),
 		attached: map[int64]int{},
+		budgets:  map[string]*budget{},
 		stop:     make(chan struct{}),
 	}
 	b.notify.init()
