@@ -153,6 +153,17 @@ func printStatus(c *cli.Context, s settings, w io.Writer) error {
 	}
 	header := false
 	for _, t := range st.Tasks {
+		if t.RateLimit == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "\nRATE LIMIT OF\tLIMIT\tTHROTTLED HERE")
+			header = true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d waiting to start\n", t.Name, t.RateLimit, t.Throttled)
+	}
+	header = false
+	for _, t := range st.Tasks {
 		sc := t.Schedule
 		if sc == nil {
 			continue

@@ -99,6 +99,9 @@ type pool struct {
 
 	subscribed atomic.Int64
 	exits      chan exit
+	// throttled counts the workers that hold a message waiting for the
+	// rate limit to let it start.
+	throttled atomic.Int64
 
 	// Owned by the pool's loop.
 	workers  map[int]worker
@@ -277,6 +280,9 @@ func (p *pool) begin(intake context.Context, msg *message.Message) bool {
 	select {
 	case <-p.released:
 	case <-intake.Done():
+		return false
+	}
+	if !awaitStart(intake, p.eng.cfg.Broker, p.task.Spec, p.log, &p.throttled) {
 		return false
 	}
 	p.gate.RLock()

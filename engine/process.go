@@ -60,6 +60,8 @@ type processWorker struct {
 	started time.Time
 	termed  atomic.Bool // asked to stop
 	killed  atomic.Bool // for going over max_memory
+	// waiting: it holds a message that waits for the rate limit.
+	waiting atomic.Bool
 }
 
 // stop asks the process to stop gracefully.
@@ -135,6 +137,9 @@ func (p *pool) startProcess(ctx context.Context, cancel context.CancelFunc, hard
 		<-read // the pipe closes when the process and anything it started are gone
 		err := cmd.Wait()
 		events.Close()
+		if w.waiting.Swap(false) {
+			p.throttled.Add(-1)
+		}
 		cancel()
 		if w.killed.Load() {
 			err = fmt.Errorf("worker process killed: its memory went over max_memory (%d bytes)", spec.MaxMemory)
@@ -158,7 +163,14 @@ func (w *processWorker) read(r io.Reader, log *slog.Logger) {
 		switch ev.Event {
 		case "ready":
 			w.pool.workerSubscribed()
+		case "wait":
+			if !w.waiting.Swap(true) {
+				w.pool.throttled.Add(1)
+			}
 		case "start":
+			if w.waiting.Swap(false) {
+				w.pool.throttled.Add(-1)
+			}
 			w.begin()
 		case "done":
 			w.pool.observe(handled{
@@ -254,6 +266,14 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 		if intake.Err() != nil {
 			msg.Nack() // handed out as intake stopped: for the next worker
 			continue
+		}
+		if !spec.RateLimit.IsZero() {
+			report(event{Event: "wait"})
+			var waiting atomic.Int64
+			if !awaitStart(intake, cfg.Broker, spec, log, &waiting) {
+				msg.Nack() // intake stopped while it waited: for the next worker
+				continue
+			}
 		}
 		report(event{Event: "start"})
 		h := run.handle(hard, msg)

@@ -53,6 +53,11 @@ type TaskStatus struct {
 	Draining    int            `json:"draining"`
 	Messages    map[string]int `json:"messages"`
 	LastError   *Failure       `json:"last_error"`
+	// RateLimit is the task's rate_limit ("50/s"), if it has one;
+	// Throttled is how many of this daemon's workers hold a message
+	// that waits for the limit to let it start.
+	RateLimit string `json:"rate_limit,omitempty"`
+	Throttled int    `json:"throttled"`
 	// Schedule is the task's schedule, if it has one.
 	Schedule *ScheduleStatus `json:"schedule,omitempty"`
 	// Processes are the worker processes of a task with isolation =
@@ -130,6 +135,8 @@ func (e *Engine) Status() Status {
 			Draining:    draining[name],
 			Messages:    state.messages(),
 			LastError:   last,
+			RateLimit:   spec.RateLimit.String(),
+			Throttled:   int(p.throttled.Load()),
 			Schedule:    state.tick.status(),
 			Processes:   v.processes(),
 		})

@@ -192,6 +192,9 @@ function fillTask(el, t) {
   const throttle = field(el, 'throttle');
   show(throttle, t.throttle_seconds > 0);
   setText(throttle, `throttled ${t.throttle_seconds.toFixed(2).replace(/\.00$/, '')}s`);
+  const limit = field(el, 'ratelimit');
+  show(limit, !!t.rate_limit);
+  setText(limit, t.throttled > 0 ? `limit ${t.rate_limit} · ${t.throttled} throttled` : `limit ${t.rate_limit}`);
   const draining = field(el, 'draining');
   show(draining, t.draining > 0);
   setText(draining, `draining ${t.draining}`);
