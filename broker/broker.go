@@ -362,3 +362,22 @@ type Budgets interface {
 func Tolerance(limit tasks.Rate) time.Duration {
 	return max(limit.Interval(), limit.Per/10)
 }
+
+// ClaimStarts is the decision of a shared rate limit budget (GCRA): tat is
+// the limit's theoretical arrival time, when the starts handed out so far
+// would all have been due at its steady pace (unix ns; 0 for none yet).
+// At now it grants up to want starts, as many as fit before now +
+// Tolerance, and returns them with the new tat; when it grants none, next
+// is when one will fit. Time not used is not saved up beyond the
+// tolerance: an idle limit does not earn a burst.
+func ClaimStarts(tat, now int64, limit tasks.Rate, want int) (got int, newTat, next int64) {
+	interval := limit.Interval().Nanoseconds()
+	tolerance := Tolerance(limit).Nanoseconds()
+	tat = max(tat, now)
+	room := (now + tolerance - tat) / interval
+	got = int(min(max(room, 0), int64(want)))
+	if got == 0 {
+		return 0, tat, tat - tolerance + interval
+	}
+	return got, tat + int64(got)*interval, 0
+}

@@ -100,8 +100,6 @@ func (b *Broker) waitingFor(task string) int {
 // claim takes up to want starts of task's budget at now: how many it got
 // and, when none, when the next one is due.
 func (b *Broker) claim(ctx context.Context, task string, limit tasks.Rate, want int, now time.Time) (int, time.Time, error) {
-	interval := limit.Interval().Nanoseconds()
-	tolerance := broker.Tolerance(limit).Nanoseconds()
 	var got int
 	var next int64
 	err := b.write(ctx, false, false, func(ctx context.Context, w *writer) error {
@@ -111,17 +109,13 @@ func (b *Broker) claim(ctx context.Context, task string, limit tasks.Rate, want 
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		// Time not used is not saved up beyond the tolerance.
-		t := now.UnixNano()
-		tat = max(tat, t)
-		room := (t + tolerance - tat) / interval
-		got = int(min(max(room, 0), int64(want)))
+		var newTat int64
+		got, newTat, next = broker.ClaimStarts(tat, now.UnixNano(), limit, want)
 		if got == 0 {
-			next = tat - tolerance + interval
 			return nil
 		}
 		_, err = w.conn.ExecContext(ctx, `INSERT INTO budgets (exchange, name, tat) VALUES (?1, ?2, ?3)
-			ON CONFLICT (exchange, name) DO UPDATE SET tat = excluded.tat`, b.exchange, task, tat+int64(got)*interval)
+			ON CONFLICT (exchange, name) DO UPDATE SET tat = excluded.tat`, b.exchange, task, newTat)
 		return err
 	})
 	if err != nil {
