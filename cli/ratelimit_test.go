@@ -191,10 +191,14 @@ func TestRateLimitOneDaemonReload(t *testing.T) {
 }
 
 // A rate limit that allows nothing, or is not a rate: the file does not
-// load, with where and why.
+// load, with where and why; a good one is what check shows.
 func TestRateLimitBadInput(t *testing.T) {
 	t.Parallel()
 	env := symphonytest.NewEnv(t)
+	good := writeTasks(t, map[string]string{"limited.star": fmt.Sprintf(limitedTask, "20/m", "")})
+	if out := env.MustRun("", "check", good).Stdout; !strings.Contains(out, "rate_limit=20/m") {
+		t.Errorf("check does not show the rate limit:\n%s", out)
+	}
 	dir := writeTasks(t, map[string]string{
 		"zero.star":  fmt.Sprintf(limitedTask, "0/s", ""),
 		"words.star": strings.ReplaceAll(fmt.Sprintf(limitedTask, "fast", ""), `"limited"`, `"words"`),

@@ -294,6 +294,9 @@ func checkCommand() *cli.Command {
 				if s.MaxPriority > 0 {
 					extra += fmt.Sprintf("\tmax_priority=%d", s.MaxPriority)
 				}
+				if !s.RateLimit.IsZero() {
+					extra += "\trate_limit=" + s.RateLimit.String()
+				}
 				timeout := "none"
 				if s.Timeout > 0 {
 					timeout = s.Timeout.String()
