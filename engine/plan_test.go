@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/symphony-go/symphony/broker"
 	"github.com/symphony-go/symphony/tasks"
@@ -34,6 +35,8 @@ func show(qs []broker.Queue) string {
 func TestPlanApply(t *testing.T) {
 	prio := task("a", "a", "v1", "ka")
 	prio.Spec.MaxPriority = 5
+	limited := task("a", "a", "v1", "ka")
+	limited.Spec.RateLimit = tasks.Rate{N: 5, Per: time.Second}
 	for _, tc := range []struct {
 		name                           string
 		running, next                  []tasks.Task
@@ -73,6 +76,8 @@ func TestPlanApply(t *testing.T) {
 		{name: "a queue's arguments changed are declared, for the broker to accept or refuse",
 			running: []tasks.Task{task("a", "a", "v1", "ka")}, next: []tasks.Task{prio},
 			bind: "a[ka]p5", rollback: "a[ka]"},
+		{name: "a rate limit changed: a new pool, the broker not touched",
+			running: []tasks.Task{task("a", "a", "v1", "ka")}, next: []tasks.Task{limited}},
 		{name: "everything at once, in the new generation's order",
 			running: []tasks.Task{task("a", "a", "v1", "ka"), task("b", "b", "v1", "kb"), task("c", "c", "v1", "kc")},
 			next:    []tasks.Task{task("d", "d", "v1", "kd"), task("c", "c", "v2", "kc", "kc2"), task("a", "a", "v1", "ka")},
@@ -89,5 +94,10 @@ func TestPlanApply(t *testing.T) {
 				t.Errorf("%s: %s %q, want %q", tc.name, got.what, got.got, got.want)
 			}
 		}
+	}
+	// The changed limit is a changed task: its pool is replaced, and the
+	// new one waits on the new limit.
+	if d := planApply([]tasks.Task{task("a", "a", "v1", "ka")}, []tasks.Task{limited}).diffs; d[0].Change != tasks.Changed {
+		t.Errorf("a rate limit changed: %v, want the task changed", d[0].Change)
 	}
 }
