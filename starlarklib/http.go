@@ -106,7 +106,7 @@ func buildRequest(fn string, spec tasks.Spec, method string, u *url.URL, perr er
 		if !ok {
 			return nil, fmt.Errorf("%s: params must be a dict, got %s", fn, params.Type())
 		}
-		q, err := encodeQuery(m)
+		q, _, err := encodeQuery(m)
 		if err != nil {
 			return nil, fmt.Errorf("%s: params: %v", fn, err)
 		}
@@ -169,7 +169,7 @@ func buildRequest(fn string, spec tasks.Spec, method string, u *url.URL, perr er
 		if !ok {
 			return nil, fmt.Errorf("%s: form must be a dict, got %s", fn, form.Type())
 		}
-		q, err := encodeQuery(m)
+		q, _, err := encodeQuery(m)
 		if err != nil {
 			return nil, fmt.Errorf("%s: form: %v", fn, err)
 		}

@@ -136,3 +136,25 @@ func TestRedactorHandler(t *testing.T) {
 		t.Errorf("a 3-byte secret was scrubbed: %q", got)
 	}
 }
+
+// A query that holds a secret is that secret: url.encode's result prints
+// as one even when the value is too short for the Redactor to scrub.
+func TestURLEncodeKeepsASecret(t *testing.T) {
+	w := NewWorld(WorldConfig{LookupEnv: func(k string) (string, bool) { return "q7z", k == "PIN" || k == "KEY" }})
+	tk := loadTask(t, `
+def work(payload, meta):
+    q = url.encode({"pin": secret("PIN"), "key": secret("KEY"), "n": 1})
+    plain = url.encode({"n": 1, "s": "x y"})
+    publish("out", {"q": q, "s": str(q), "plain": plain, "type": type(q)})
+    return True
+task(subscribe_to = ["#"], work = work)
+`, Options{World: w})
+	r := handle(tk, "application/json", []byte(`{}`))
+	if r.Verdict != tasks.Succeeded {
+		t.Fatalf("verdict = %s: %v\n%s", r.Verdict, r.Err, r.Backtrace)
+	}
+	want := `{"plain":"n=1&s=x+y","q":"<secret PIN+KEY>","s":"<secret PIN+KEY>","type":"secret"}`
+	if got := string(r.Publications[0].Body); got != want {
+		t.Errorf("published %s, want %s", got, want)
+	}
+}

@@ -62,9 +62,14 @@ func urlModule() *starlarkstruct.Module {
 			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "query", &query); err != nil {
 				return nil, err
 			}
-			s, err := encodeQuery(query)
+			s, secrets, err := encodeQuery(query)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", b.Name(), err)
+			}
+			// A query holding a secret's value is that secret still, so
+			// that it prints as one wherever it goes next.
+			if len(secrets) > 0 {
+				return secretValue{name: strings.Join(secrets, "+"), value: s}, nil
 			}
 			return starlark.String(s), nil
 		},
@@ -159,8 +164,9 @@ func unquoteBuiltin(plus bool) builtinFunc {
 
 // encodeQuery is urlencode: keys in the dict's order; a list value
 // repeats its key; None values are left out; numbers and bools are
-// written as str() writes them (True, not true: as Python does).
-func encodeQuery(query starlark.IterableMapping) (string, error) {
+// written as str() writes them (True, not true: as Python does). secrets
+// names the secrets whose values it holds.
+func encodeQuery(query starlark.IterableMapping) (q string, secrets []string, err error) {
 	var parts []string
 	add := func(k string, v starlark.Value) error {
 		var s string
@@ -171,6 +177,7 @@ func encodeQuery(query starlark.IterableMapping) (string, error) {
 			s = string(x)
 		case secretValue:
 			s = x.value
+			secrets = append(secrets, x.name)
 		case starlark.String:
 			s = string(x)
 		case starlark.Int, starlark.Float, starlark.Bool:
@@ -184,19 +191,19 @@ func encodeQuery(query starlark.IterableMapping) (string, error) {
 	for _, kv := range query.Items() {
 		k, ok := kv[0].(starlark.String)
 		if !ok {
-			return "", fmt.Errorf("key %s is a %s; keys must be strings", kv[0], kv[0].Type())
+			return "", nil, fmt.Errorf("key %s is a %s; keys must be strings", kv[0], kv[0].Type())
 		}
 		if list, ok := kv[1].(starlark.Indexable); ok && kv[1].Type() != "string" && kv[1].Type() != "bytes" {
 			for i := range list.Len() {
 				if err := add(string(k), list.Index(i)); err != nil {
-					return "", err
+					return "", nil, err
 				}
 			}
 			continue
 		}
 		if err := add(string(k), kv[1]); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
-	return strings.Join(parts, "&"), nil
+	return strings.Join(parts, "&"), secrets, nil
 }
