@@ -47,7 +47,9 @@ type handled struct {
 // Each delivery is a span, the child of the W3C traceparent the message
 // carries, or the root of a new trace; the run's context carries it into
 // the task's log lines, and every message the run publishes carries it on.
-func (r *runner) handle(hard context.Context, msg *message.Message) handled {
+//
+// c is the worker's caller (nil: a goroutine for this run alone).
+func (r *runner) handle(hard context.Context, msg *message.Message, c *caller) handled {
 	spec := r.task.Spec
 	start := time.Now()
 	var (
@@ -72,7 +74,7 @@ func (r *runner) handle(hard context.Context, msg *message.Message) handled {
 			d.Queue = spec.Queue
 		}
 		ctx, cancel := r.runContext(traced)
-		res = r.callBounded(ctx, d)
+		res = r.callBounded(ctx, d, c)
 		if ctx.Err() != nil {
 			stop = context.Cause(ctx)
 		}
@@ -102,27 +104,68 @@ var errAbandoned = errors.New("run abandoned")
 // in one long call (str() of a list nested 100,000 deep) does not.
 const abandonAfter = time.Second
 
-// callBounded runs the handler, and when its context ends gives it
-// abandonAfter to return. A run that does not is abandoned: its message
-// is settled as the context's cause says (a timeout by the task's
-// timeout_action, a shutdown by handing it back) and its goroutine is
-// left to end on its own, its result discarded. Go cannot stop a
-// goroutine; what matters is that the message, the worker and the
-// daemon's shutdown do not wait for it.
-func (r *runner) callBounded(ctx context.Context, d *tasks.Delivery) tasks.Result {
-	result := make(chan tasks.Result, 1)
-	go func() { result <- r.call(ctx, d) }()
+// caller is the goroutine that runs a worker's handler calls, one at a
+// time, kept from one message to the next: a goroutine started per
+// message would begin with a small stack and grow it again, copying it
+// each time, to the depth a Starlark run needs. Only its worker uses it.
+type caller struct {
+	jobs    chan callJob // nil before the first call and after an abandoned one
+	results chan tasks.Result
+}
+
+type callJob struct {
+	ctx context.Context
+	d   *tasks.Delivery
+}
+
+func (c *caller) start(r *runner) {
+	jobs, results := make(chan callJob), make(chan tasks.Result, 1)
+	go func() {
+		for j := range jobs {
+			results <- r.call(j.ctx, j.d)
+		}
+	}()
+	c.jobs, c.results = jobs, results
+}
+
+// stop lets the goroutine end once the call it runs, if any, returned;
+// the next call starts another.
+func (c *caller) stop() {
+	if c.jobs != nil {
+		close(c.jobs)
+		c.jobs = nil
+	}
+}
+
+// callBounded runs the handler on c's goroutine, and when its context
+// ends gives it abandonAfter to return. A run that does not is
+// abandoned: its message is settled as the context's cause says (a
+// timeout by the task's timeout_action, a shutdown by handing it back)
+// and its goroutine is left to end on its own, its result discarded (c
+// starts another for the next call). Go cannot stop a goroutine; what
+// matters is that the message, the worker and the daemon's shutdown do
+// not wait for it.
+func (r *runner) callBounded(ctx context.Context, d *tasks.Delivery, c *caller) tasks.Result {
+	if c == nil {
+		c = &caller{}
+		defer c.stop()
+	}
+	if c.jobs == nil {
+		c.start(r)
+	}
+	c.jobs <- callJob{ctx, d}
 	select {
-	case res := <-result:
+	case res := <-c.results:
 		return res
 	case <-ctx.Done():
 	}
 	grace := time.NewTimer(abandonAfter)
 	defer grace.Stop()
 	select {
-	case res := <-result:
+	case res := <-c.results:
 		return res
 	case <-grace.C:
+		c.stop()
 		cause := context.Cause(ctx)
 		r.log.Warn("run did not stop when cancelled: abandoned, its message settled without it",
 			"message_id", d.MessageID, "cause", cause.Error(), "waited", abandonAfter.String())

@@ -262,6 +262,8 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 	report(event{Event: "ready"})
 	run := &runner{task: cfg.Task, broker: cfg.Broker, log: log, tracer: cfg.Tracer}
 	var result error
+	var c caller
+	defer c.stop()
 	for msg := range msgs {
 		if intake.Err() != nil {
 			msg.Nack() // handed out as intake stopped: for the next worker
@@ -276,7 +278,7 @@ func RunWorker(ctx, hard context.Context, cfg WorkerConfig) error {
 			}
 		}
 		report(event{Event: "start"})
-		h := run.handle(hard, msg)
+		h := run.handle(hard, msg, &c)
 		report(event{Event: "done", MessageID: h.delivery.MessageID, Action: h.outcome.Action.String(),
 			Reason: h.outcome.Reason, Error: h.outcome.Error, Took: h.took.Seconds(), TimedOut: h.outcome.TimedOut})
 		run.logOutcome(h)

@@ -59,13 +59,15 @@ func (w *threadWorker) work(ctx, hard context.Context) error {
 		return fmt.Errorf("subscribe to queue %s: %w", p.task.Spec.Queue, err)
 	}
 	p.workerSubscribed()
+	var c caller
+	defer c.stop()
 	for msg := range msgs {
 		if !p.begin(ctx, msg) {
 			msg.Nack()
 			continue
 		}
 		w.begin()
-		h := p.run.handle(hard, msg)
+		h := p.run.handle(hard, msg, &c)
 		p.observe(h)
 		p.run.logOutcome(h)
 		w.end()
