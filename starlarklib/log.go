@@ -39,7 +39,7 @@ func logFunc(level slog.Level) func(*starlark.Thread, *starlark.Builtin, starlar
 		}
 		st := stateOf(th)
 		ctx := st.context()
-		if !st.log().Enabled(ctx, level) {
+		if !st.logs(ctx, level) {
 			return starlark.None, nil
 		}
 		attrs := make([]slog.Attr, 0, len(kwargs))

@@ -73,6 +73,12 @@ func (st *state) log() *slog.Logger {
 	return st.logger
 }
 
+// logs says whether the execution's log takes lines of level, without
+// adding logWith: a handler's attributes do not change what it takes.
+func (st *state) logs(ctx context.Context, level slog.Level) bool {
+	return st.logger.Enabled(ctx, level)
+}
+
 // context is the run's context, or Background outside a run.
 func (st *state) context() context.Context {
 	if st.ctx == nil {

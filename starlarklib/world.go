@@ -257,14 +257,13 @@ func (c *call) end(err error) error {
 	if w := c.st.env.world; w.Calls != nil {
 		w.Calls.EndCall(c.ctx, &c.c)
 	}
-	log := c.st.log()
-	if log.Enabled(c.ctx, slog.LevelDebug) {
+	if c.st.logs(c.ctx, slog.LevelDebug) {
 		attrs := append([]any{"module", c.c.Module, "function", c.c.Function, "target", c.c.Target}, c.attrs...)
 		attrs = append(attrs, "result", c.c.Result, "took", c.c.Took.String())
 		if err != nil {
 			attrs = append(attrs, "err", err.Error())
 		}
-		log.DebugContext(c.ctx, "call", attrs...)
+		c.st.log().DebugContext(c.ctx, "call", attrs...)
 	}
 	return err
 }
