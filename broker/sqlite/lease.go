@@ -26,13 +26,19 @@ type ack struct{ id, lease int64 }
 type ackQueue struct {
 	mu      sync.Mutex
 	pending []ack
-	kick    chan struct{} // first pending ack, or a full batch
+	// since is when pending last stopped being empty: how long its oldest
+	// ack has waited.
+	since time.Time
+	kick  chan struct{} // first pending ack, or a full batch
 }
 
 func (q *ackQueue) init() { q.kick = make(chan struct{}, 1) }
 
 func (q *ackQueue) add(a ack) {
 	q.mu.Lock()
+	if len(q.pending) == 0 {
+		q.since = time.Now()
+	}
 	q.pending = append(q.pending, a)
 	n := len(q.pending)
 	q.mu.Unlock()
@@ -54,14 +60,26 @@ func (q *ackQueue) take() []ack {
 
 func (q *ackQueue) putBack(a []ack) {
 	q.mu.Lock()
+	if len(q.pending) == 0 {
+		q.since = time.Now()
+	}
 	q.pending = append(a, q.pending...)
 	q.mu.Unlock()
 }
 
-func (q *ackQueue) full() bool {
+// due is how long until the pending acks are to be written: ackDelay
+// after the oldest, at once for a full batch; ok is false when none are
+// pending.
+func (q *ackQueue) due() (wait time.Duration, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.pending) >= ackBatch
+	switch {
+	case len(q.pending) == 0:
+		return 0, false
+	case len(q.pending) >= ackBatch:
+		return 0, true
+	}
+	return time.Until(q.since.Add(ackDelay)), true
 }
 
 // heldSet is every row this process holds a lease on, so that one
@@ -223,8 +241,11 @@ func (b *Broker) flushAcks() {
 }
 
 // ackLoop writes acks in batches: when a batch is full or ackDelay after
-// the first pending one. Failures keep the acks pending (their leases are
-// still renewed) and are retried.
+// the oldest pending one. A lease that took the pending acks along
+// restarts the wait from the next ack, so a steady flow of acks costs a
+// transaction of their own only when no lease came within ackDelay.
+// Failures keep the acks pending (their leases are still renewed) and are
+// retried.
 func (b *Broker) ackLoop() {
 	defer b.bg.Done()
 	retry := time.Duration(0)
@@ -239,13 +260,13 @@ func (b *Broker) ackLoop() {
 		case <-b.acks.kick:
 		case <-timer:
 		}
-		if retry == 0 && !b.acks.full() {
-			t := time.NewTimer(ackDelay)
-			select {
-			case <-b.stop:
-				t.Stop()
+		if retry == 0 {
+			write, stopped := b.awaitAcks()
+			if stopped {
 				return
-			case <-t.C:
+			}
+			if !write {
+				continue
 			}
 		}
 		if err := b.write(context.Background(), false, true, nil); err != nil {
@@ -254,6 +275,29 @@ func (b *Broker) ackLoop() {
 			continue
 		}
 		retry = 0
+	}
+}
+
+// awaitAcks waits until the pending acks are due: write is false when a
+// lease took them all along meanwhile.
+func (b *Broker) awaitAcks() (write, stopped bool) {
+	for {
+		wait, ok := b.acks.due()
+		if !ok {
+			return false, false
+		}
+		if wait <= 0 {
+			return true, false
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-b.stop:
+			t.Stop()
+			return false, true
+		case <-b.acks.kick: // a full batch, or a first ack after a lease took the others
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
