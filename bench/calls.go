@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The calls benchmark: what a capability call costs beyond the work it
@@ -31,7 +34,7 @@ import (
 func init() {
 	register(benchmark{
 		name:  "calls",
-		about: "capability calls: an http task vs a plain Go pool of POSTs and a no-op drain",
+		about: "capability calls: an http task vs a plain Go pool of POSTs, an sql task vs a plain pgx pool of INSERTs, and a no-op drain",
 		run:   benchCalls,
 	})
 }
@@ -60,6 +63,132 @@ task(
     allow_hosts = ["127.0.0.1"],
 )
 `
+
+// sqlTask inserts each message into PostgreSQL through the sql module.
+const sqlTask = `def work(payload, meta):
+    sql.exec("bench", "INSERT INTO ` + pgTable + ` (id, name) VALUES ($1, $2)", args = [payload["id"], payload["name"]])
+    return True
+
+task(
+    name = "noop",
+    subscribe_to = ["noop.#"],
+    work = work,
+    min_workers = %d,
+    max_workers = %d,
+    prefetch = %d,
+    allow = ["sql"],
+    databases = ["bench"],
+)
+`
+
+// pgTable is the table both the plain pool and the sql task insert
+// into, emptied before each of them runs.
+const pgTable = "symphony_bench_calls"
+
+// pgURL is the PostgreSQL of the sql row: SYMPHONY_TEST_POSTGRES_URL, as
+// for symphony's tests, else the local one they default to.
+func pgURL() string {
+	if u := os.Getenv("SYMPHONY_TEST_POSTGRES_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/test"
+}
+
+// pgSink is the table and a pool to set it up and check it with.
+type pgSink struct {
+	url  string
+	pool *pgxpool.Pool
+}
+
+func openPG(ctx context.Context, url string) (*pgSink, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := pool.Exec(cctx, `CREATE TABLE IF NOT EXISTS `+pgTable+` (id integer PRIMARY KEY, name text NOT NULL)`); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &pgSink{url: url, pool: pool}, nil
+}
+
+func (p *pgSink) reset(ctx context.Context) error {
+	_, err := p.pool.Exec(ctx, `TRUNCATE `+pgTable)
+	return err
+}
+
+// check says whether the table holds ids 0..n-1, each once (the primary
+// key refuses a second), and nothing else.
+func (p *pgSink) check(ctx context.Context, n int) error {
+	var count, lo, hi int
+	if err := p.pool.QueryRow(ctx, `SELECT count(*), coalesce(min(id), -1), coalesce(max(id), -1) FROM `+pgTable).Scan(&count, &lo, &hi); err != nil {
+		return err
+	}
+	if count != n || lo != 0 || hi != n-1 {
+		return fmt.Errorf("table %s holds %d rows, ids %d to %d, not the %d ids 0 to %d", pgTable, count, lo, hi, n, n-1)
+	}
+	return nil
+}
+
+func (p *pgSink) close(ctx context.Context) {
+	_, _ = p.pool.Exec(ctx, `DROP TABLE IF EXISTS `+pgTable)
+	p.pool.Close()
+}
+
+// plainInserts is the PostgreSQL limit: W goroutines INSERT n rows through
+// one pgx pool of W connections, as a Go program with no queue would.
+func plainInserts(ctx context.Context, url string, n, workers int) (time.Duration, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return 0, err
+	}
+	cfg.MaxConns = int32(workers)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	// Connected before the clock starts, as the daemon's pool is by its
+	// first messages' time, give or take.
+	conns := make([]*pgxpool.Conn, 0, workers)
+	for range workers {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return 0, err
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
+	var next atomic.Int64
+	errs := make(chan error, workers)
+	start := time.Now()
+	for range workers {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					errs <- nil
+					return
+				}
+				if _, err := pool.Exec(ctx, `INSERT INTO `+pgTable+` (id, name) VALUES ($1, $2)`, i, "a small json payload"); err != nil {
+					errs <- fmt.Errorf("INSERT %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	var first error
+	for range workers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return time.Since(start), first
+}
 
 // sinkMode is the first argument that makes this program the calls
 // benchmark's HTTP server. It runs as a process of its own, so that the
@@ -253,6 +382,9 @@ type callsRow struct {
 	plain    string // what drove the resource alone
 	task     string // what the task did
 	a, b, c  rates
+	// bCPU, cCPU: the daemon's CPU time per message in b and c, in
+	// microseconds.
+	bCPU, cCPU rates
 }
 
 // expected is 1/(1/a + 1/b) of the medians.
@@ -294,65 +426,128 @@ func benchCalls(ctx context.Context, e *env) (report, error) {
 		return nil, err
 	}
 	defer srv.close()
-	row := &callsRow{resource: "http", plain: fmt.Sprintf("%d goroutines, net/http keep-alive POSTs", o.workers),
+	httpRow := &callsRow{resource: "http", plain: fmt.Sprintf("%d goroutines, net/http keep-alive POSTs", o.workers),
 		task: "`http.post(URL, json = payload)`, acked on 204"}
-	rep.rows = append(rep.rows, row)
+	rep.rows = append(rep.rows, httpRow)
+
+	var sqlRow *callsRow
+	var pg *pgSink
+	sqlFiles := map[string]string{"symphony.star": fmt.Sprintf("config(databases = {\"bench\": %q})\n", pgURL())}
+	if err := checkTask(ctx, e, binary, sqlTask, sqlFiles); err != nil {
+		rep.skipped = append(rep.skipped, fmt.Sprintf("**sql**: not measured: this symphony does not take the sql task: %v", err))
+	} else if pg, err = openPG(ctx, pgURL()); err != nil {
+		rep.skipped = append(rep.skipped, fmt.Sprintf("**sql**: not measured: PostgreSQL at %s: %v", redactURL(pgURL()), err))
+	} else {
+		defer pg.close(context.WithoutCancel(ctx))
+		sqlRow = &callsRow{resource: "sql (PostgreSQL)", plain: fmt.Sprintf("%d goroutines INSERTing through one pgx pool of %d connections", o.workers, o.workers),
+			task: "`sql.exec(\"bench\", \"INSERT INTO t (id, name) VALUES ($1, $2)\", args = [...])`"}
+		rep.rows = append(rep.rows, sqlRow)
+	}
 
 	// drain runs symphony through the embedded broker with task (noopTask
-	// when empty) and returns its rate from ready.
-	drain := func(run int, label, task string, files map[string]string) (float64, error) {
+	// when empty) and returns its rate from ready and its CPU time per
+	// message in microseconds.
+	drain := func(run int, label, task string, files map[string]string) (float64, float64, error) {
 		dir, err := e.dir(fmt.Sprintf("run%d-%s", run+1, label))
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		profile := ""
 		if o.cpuprofile != "" && run == 0 {
 			if profile, err = filepath.Abs(filepath.Join(o.cpuprofile, "calls-"+label+".pprof")); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 		}
 		r, err := runSymphony(ctx, symphonySetup{n: n, workers: o.workers, prefetch: defaultPrefetch, binary: binary, dir: dir, task: task, files: files, profile: profile})
 		e.drop(dir)
 		if err != nil {
-			return 0, fmt.Errorf("run %d, %s: %w", run+1, label, err)
+			return 0, 0, fmt.Errorf("run %d, %s: %w", run+1, label, err)
 		}
-		return rateOf(n, r.drainReady), nil
+		return rateOf(n, r.drainReady), float64(r.cpu.Microseconds()) / float64(n), nil
 	}
 
-	for run := range o.runs {
-		// The order turns with each run, so that none always goes first.
-		for k := range 3 {
+	// The measures of one run, in the order of the first; the order turns
+	// with each run, so that none always goes first.
+	steps := []func(run int) error{
+		func(run int) error {
 			if err := srv.reset(ctx); err != nil {
-				return nil, fmt.Errorf("reset the sink: %w", err)
+				return fmt.Errorf("reset the sink: %w", err)
 			}
-			switch (k + run) % 3 {
-			case 0:
-				took, err := plainPOSTs(ctx, srv.url, n, o.workers)
-				if err == nil {
-					err = srv.check(ctx, n)
-				}
-				if err != nil {
-					return nil, fmt.Errorf("run %d, plain POSTs: %w", run+1, err)
-				}
-				row.a = append(row.a, rateOf(n, took))
-			case 1:
-				v, err := drain(run, "noop", "", nil)
-				if err != nil {
-					return nil, err
-				}
-				row.b = append(row.b, v)
-			case 2:
-				v, err := drain(run, "http-task", fmt.Sprintf(httpTask, srv.url), nil)
-				if err == nil {
-					err = srv.check(ctx, n)
-				}
-				if err != nil {
-					return nil, fmt.Errorf("run %d, http task: %w", run+1, err)
-				}
-				row.c = append(row.c, v)
+			took, err := plainPOSTs(ctx, srv.url, n, o.workers)
+			if err == nil {
+				err = srv.check(ctx, n)
 			}
-			if o.verbose {
-				e.logf("run %d: a %s, b %s, c %s", run+1, row.a.cell(), row.b.cell(), row.c.cell())
+			if err != nil {
+				return fmt.Errorf("run %d, plain POSTs: %w", run+1, err)
+			}
+			httpRow.a = append(httpRow.a, rateOf(n, took))
+			return nil
+		},
+		func(run int) error {
+			v, cpu, err := drain(run, "noop", "", nil)
+			if err != nil {
+				return err
+			}
+			for _, row := range rep.rows {
+				row.b, row.bCPU = append(row.b, v), append(row.bCPU, cpu)
+			}
+			return nil
+		},
+		func(run int) error {
+			if err := srv.reset(ctx); err != nil {
+				return fmt.Errorf("reset the sink: %w", err)
+			}
+			v, cpu, err := drain(run, "http-task", fmt.Sprintf(httpTask, srv.url), nil)
+			if err == nil {
+				err = srv.check(ctx, n)
+			}
+			if err != nil {
+				return fmt.Errorf("run %d, http task: %w", run+1, err)
+			}
+			httpRow.c, httpRow.cCPU = append(httpRow.c, v), append(httpRow.cCPU, cpu)
+			return nil
+		},
+	}
+	if sqlRow != nil {
+		steps = append(steps,
+			func(run int) error {
+				if err := pg.reset(ctx); err != nil {
+					return fmt.Errorf("empty %s: %w", pgTable, err)
+				}
+				took, err := plainInserts(ctx, pg.url, n, o.workers)
+				if err == nil {
+					err = pg.check(ctx, n)
+				}
+				if err != nil {
+					return fmt.Errorf("run %d, plain INSERTs: %w", run+1, err)
+				}
+				sqlRow.a = append(sqlRow.a, rateOf(n, took))
+				return nil
+			},
+			func(run int) error {
+				if err := pg.reset(ctx); err != nil {
+					return fmt.Errorf("empty %s: %w", pgTable, err)
+				}
+				v, cpu, err := drain(run, "sql-task", sqlTask, sqlFiles)
+				if err == nil {
+					err = pg.check(ctx, n)
+				}
+				if err != nil {
+					return fmt.Errorf("run %d, sql task: %w", run+1, err)
+				}
+				sqlRow.c, sqlRow.cCPU = append(sqlRow.c, v), append(sqlRow.cCPU, cpu)
+				return nil
+			})
+	}
+	for run := range o.runs {
+		for k := range steps {
+			if err := steps[(k+run)%len(steps)](run); err != nil {
+				return nil, err
+			}
+		}
+		if o.verbose {
+			for _, row := range rep.rows {
+				e.logf("run %d, %s: a %s, b %s, c %s", run+1, row.resource, row.a.cell(), row.b.cell(), row.c.cell())
 			}
 		}
 	}
@@ -360,7 +555,40 @@ func benchCalls(ctx context.Context, e *env) (report, error) {
 	return rep, nil
 }
 
-var callsHeader = []string{"resource", "a: the resource alone", "b: no-op drain", "1/(1/a+1/b)", "c: the task", "c ÷ 1/(1/a+1/b)", "target"}
+// checkTask runs `symphony check` on a tasks directory holding task (its
+// pool of one worker) and files.
+func checkTask(ctx context.Context, e *env, binary, task string, files map[string]string) error {
+	dir, err := e.dir("check")
+	if err != nil {
+		return err
+	}
+	defer e.drop(dir)
+	tasksDir, err := writeTask(dir, "noop", fmt.Sprintf(task, 1, 1, defaultPrefetch))
+	if err != nil {
+		return err
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(tasksDir, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	out, err := exec.CommandContext(ctx, binary, "check", tasksDir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("symphony check: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// redactURL hides a URL's password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(an unreadable URL)"
+	}
+	return u.Redacted()
+}
+
+var callsHeader = []string{"resource", "a: the resource alone", "b: no-op drain", "1/(1/a+1/b)", "c: the task", "c ÷ 1/(1/a+1/b)", "target", "daemon CPU per message: b", "c"}
 
 func (r *callsReport) tableRows() [][]string {
 	var out [][]string
@@ -375,13 +603,15 @@ func (r *callsReport) tableRows() [][]string {
 				met = fmt.Sprintf("≥ %.1f: NOT met", callsTarget)
 			}
 		}
-		out = append(out, []string{row.resource, row.a.cell(), row.b.cell(), human(row.expected()), row.c.cell(), x, met})
+		out = append(out, []string{row.resource, row.a.cell(), row.b.cell(), human(row.expected()), row.c.cell(), x, met,
+			micros(row.bCPU) + " µs", micros(row.cCPU) + " µs"})
 	}
 	return out
 }
 
 func (r *callsReport) legend() string {
 	var b strings.Builder
+	b.WriteString("- b is one no-op drain per run, shared by the rows; *daemon CPU per message* is the daemon's user and system time from ready to the last ack (`/proc`), ÷ N.\n")
 	for _, row := range r.rows {
 		fmt.Fprintf(&b, "- **%s**: a is %s; c is a task doing %s.\n", row.resource, row.plain, row.task)
 	}

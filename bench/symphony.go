@@ -27,6 +27,8 @@ type symphonyRun struct {
 	// drainStart: from starting `symphony run` until every message was
 	// acked; drainReady: from /readyz answering 200.
 	drainStart, drainReady time.Duration
+	// cpu is the daemon's CPU time from ready to the last ack.
+	cpu time.Duration
 }
 
 // symphonySetup is one configuration of the daemon to measure.
@@ -147,7 +149,7 @@ func runSymphony(ctx context.Context, s symphonySetup) (symphonyRun, error) {
 	if err != nil {
 		return r, err
 	}
-	r.drainStart, r.drainReady = dr.start, dr.ready
+	r.drainStart, r.drainReady, r.cpu = dr.start, dr.ready, dr.cpu
 	// Every message was handled once and is gone from the database.
 	for _, table := range []string{"messages", "bodies", "dead"} {
 		left, err := countRows(ctx, s, table)
