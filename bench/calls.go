@@ -592,7 +592,7 @@ func checkTask(ctx context.Context, e *env, binary, task string, files map[strin
 	}
 	out, err := exec.CommandContext(ctx, binary, "check", tasksDir).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("symphony check: %v: %s", err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("symphony check: %v: %s", err, strings.ReplaceAll(strings.TrimSpace(string(out)), tasksDir+string(filepath.Separator), ""))
 	}
 	return nil
 }
