@@ -31,6 +31,7 @@ func predeclared() starlark.StringDict {
 		"http": httpModule(),
 		"exec": execModule(),
 		"file": fileModule(),
+		"sql":  sqlModule(),
 
 		"re":       reModule(patterns),
 		"base64":   base64Module(),

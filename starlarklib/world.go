@@ -53,12 +53,14 @@ type WorldConfig struct {
 // NewWorld returns the real World: the network, programs, files,
 // databases and secrets of this process.
 func NewWorld(cfg WorldConfig) *World {
+	r := NewRedactor()
 	return &World{
 		HTTP:     newHTTPClient(cfg.RootCAs, cfg.Resolver),
 		Exec:     processRunner{},
 		Files:    rootFiles{},
+		SQL:      NewDatabasePools(r),
 		Secrets:  SecretFiles{Dir: cfg.SecretsDir, LookupEnv: cfg.LookupEnv},
-		Redactor: NewRedactor(),
+		Redactor: r,
 	}
 }
 
@@ -183,8 +185,8 @@ type SQLTx interface {
 	Rollback() error
 }
 
-// SQLRows are a query's result. Values are nil, bool, int64, float64,
-// string, []byte or time.Time.
+// SQLRows are a query's result. Values are nil, bool, int64, *big.Int
+// (beyond int64), float64, string, []byte or time.Time.
 type SQLRows struct {
 	Columns []string
 	Rows    [][]any
