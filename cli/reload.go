@@ -27,6 +27,9 @@ type loader struct {
 	// world is what tasks reach outside themselves, kept across reloads
 	// (connections, database pools).
 	world *starlarklib.World
+	// databases are world's pools: a reload's Commit sets them, keeping
+	// the pool of every database whose URL did not change.
+	databases *starlarklib.DatabasePools
 }
 
 func (l *loader) load(context.Context) (engine.Generation, error) {
@@ -41,8 +44,13 @@ func (l *loader) load(context.Context) (engine.Generation, error) {
 	if err := fixedSettings(l.initial, s, file); err != nil {
 		return engine.Generation{}, err
 	}
+	dbs, err := file.Databases()
+	if err != nil {
+		return engine.Generation{}, err
+	}
 	src := sources{}
-	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add, World: l.world, QueueType: s.QueueType})
+	ts, err := starlarklib.Load(l.roots, starlarklib.Options{Logger: l.log, Sources: src.add, World: l.world, QueueType: s.QueueType,
+		Databases: file.DatabaseNames()})
 	if err == nil {
 		ts, err = selectTasks(ts, s.Tasks)
 	}
@@ -63,7 +71,10 @@ func (l *loader) load(context.Context) (engine.Generation, error) {
 		Tasks: ts,
 		Tuning: engine.Tuning{ScalingInterval: s.ScalingInterval, ShutdownTimeout: s.ShutdownTimeout,
 			ThrottleMax: s.ThrottleMax, ThrottleFactor: s.ThrottleFactor},
-		Commit: func() { l.level.Set(s.LogLevel) },
+		Commit: func() {
+			l.level.Set(s.LogLevel)
+			l.databases.Set(dbs)
+		},
 	}, nil
 }
 

@@ -57,7 +57,9 @@ func newLoader(c *cli.Context) (*loader, error) {
 	level := new(slog.LevelVar)
 	level.Set(s.LogLevel)
 	world := starlarklib.NewWorld(starlarklib.WorldConfig{SecretsDir: s.SecretsDir})
-	return &loader{c: c, roots: roots, initial: s, level: level, world: world,
+	dbs := starlarklib.NewDatabasePools(world.Redactor)
+	world.SQL = dbs
+	return &loader{c: c, roots: roots, initial: s, level: level, world: world, databases: dbs,
 		log: newLogger(s, level, c.App.ErrWriter, world.Redactor)}, nil
 }
 
@@ -134,6 +136,10 @@ func run(c *cli.Context) error {
 	if len(gen.Tasks) == 0 {
 		return errNoTasks(roots)
 	}
+	// The pools open lazily: a database that is down fails its calls
+	// until it is back, and stops nothing.
+	gen.Commit()
+	defer l.databases.Close()
 	// The admin address is taken before anything else starts: a busy one
 	// stops the daemon at once, saying so.
 	var adminLn net.Listener

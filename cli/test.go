@@ -37,11 +37,7 @@ func runTests(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := starlarklib.TestOptions{}
-	for _, v := range file["databases"].Values {
-		name, _, _ := strings.Cut(v, "=")
-		opts.Databases = append(opts.Databases, name)
-	}
+	opts := starlarklib.TestOptions{Databases: file.DatabaseNames()}
 	if p := c.String("run"); p != "" {
 		re, err := regexp.Compile(p)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
@@ -103,11 +104,30 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// A relative sqlite: path names the file beside the daemon's
+	// symphony.star, not beside the snapshot this process may load.
+	if set, ok := file["databases"]; ok {
+		for _, kv := range c.StringSlice("shown") {
+			copyRoot, root, _ := strings.Cut(kv, "=")
+			if rel, err := filepath.Rel(copyRoot, set.Dir); err == nil && filepath.IsLocal(rel) {
+				set.Dir = filepath.Join(root, rel)
+				file["databases"] = set
+			}
+		}
+	}
+	dbs, err := file.Databases()
+	if err != nil {
+		return err
+	}
 	world := starlarklib.NewWorld(starlarklib.WorldConfig{SecretsDir: s.SecretsDir})
+	pools := starlarklib.NewDatabasePools(world.Redactor)
+	pools.Set(dbs)
+	defer pools.Close()
+	world.SQL = pools
 	log := newLogger(s, nil, c.App.ErrWriter, world.Redactor).With("worker_pid", os.Getpid())
 	// From here on a failure is a line of the daemon's log, in its format,
 	// rather than a bare line on the shared standard error.
-	if err := work(c, s, roots, log, world); err != nil {
+	if err := work(c, s, roots, file.DatabaseNames(), log, world); err != nil {
 		if errors.Is(err, engine.ErrDeclined) {
 			return cli.Exit("", engine.ExitDeclined)
 		}
@@ -117,7 +137,7 @@ func runWorker(c *cli.Context) error {
 	return nil
 }
 
-func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *starlarklib.World) error {
+func work(c *cli.Context, s settings, roots, databases []string, log *slog.Logger, world *starlarklib.World) error {
 	if err := limitMemory(); err != nil {
 		return err
 	}
@@ -139,7 +159,8 @@ func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *s
 	}()
 	events := os.NewFile(3, "events")
 	world.Calls = callObservers(engine.CallReporter(events), s.OTLPEndpoint, tr)
-	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world, QueueType: s.QueueType})
+	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world, QueueType: s.QueueType,
+		Databases: databases})
 	if err != nil {
 		return err
 	}

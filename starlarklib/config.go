@@ -49,6 +49,7 @@ const (
 	kindNumber
 	kindBool
 	kindNames
+	kindDatabases
 )
 
 // configParams are config()'s arguments and their kinds.
@@ -68,6 +69,7 @@ func configParams() map[string]configKind {
 		"secrets_dir":      kindString,
 		"timezone":         kindString,
 		"queue_type":       kindString,
+		"databases":        kindDatabases,
 	}
 }
 
@@ -247,6 +249,8 @@ func (a *argSet) configValue(name string, kind configKind, v starlark.Value) ([]
 			return nil, false
 		}
 		return []string{strconv.FormatBool(b)}, true
+	case kindDatabases:
+		return a.databases(name, v)
 	case kindNames:
 		var names []string
 		if !a.strings(name, &names) {
@@ -262,4 +266,70 @@ func (a *argSet) configValue(name string, kind configKind, v starlark.Value) ([]
 		return names, good
 	}
 	return nil, false
+}
+
+// databases checks config(databases = {"main": "postgres://..."}) into
+// "name=URL" values, sorted by name. Nothing is dialled.
+func (a *argSet) databases(name string, v starlark.Value) ([]string, bool) {
+	d, ok := v.(*starlark.Dict)
+	if !ok {
+		a.wrongType(name, `a dict of name: URL, as {"main": env("DATABASE_URL")}`, v)
+		return nil, false
+	}
+	var out []string
+	good := true
+	for _, kv := range d.Items() {
+		k, kok := kv[0].(starlark.String)
+		u, uok := kv[1].(starlark.String)
+		switch {
+		case !kok:
+			a.errorf("%s: a database name must be a str, got %s", name, describe(kv[0]))
+			good = false
+			continue
+		case !uok:
+			a.errorf("%s: the URL of %q must be a str, got %s (is its environment variable set?)", name, string(k), kv[1].Type())
+			good = false
+			continue
+		}
+		if err := tasks.ValidateName(string(k)); err != nil {
+			a.errorf("%s: %v", name, err)
+			good = false
+			continue
+		}
+		if _, err := ParseDatabaseURL(string(u), ""); err != nil {
+			a.errorf("%s: %s: %v", name, string(k), err)
+			good = false
+			continue
+		}
+		out = append(out, string(k)+"="+string(u))
+	}
+	slices.Sort(out)
+	return out, good
+}
+
+// Databases returns the databases config(databases = ...) named, their
+// relative sqlite: paths read against the directory of the symphony.star
+// that names them.
+func (c Config) Databases() (map[string]DatabaseURL, error) {
+	s := c["databases"]
+	out := map[string]DatabaseURL{}
+	for _, v := range s.Values {
+		name, raw, _ := strings.Cut(v, "=")
+		d, err := ParseDatabaseURL(raw, s.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: config databases: %s: %w", s.Pos, name, err)
+		}
+		out[name] = d
+	}
+	return out, nil
+}
+
+// DatabaseNames returns the names config(databases = ...) gave, sorted.
+func (c Config) DatabaseNames() []string {
+	var names []string
+	for _, v := range c["databases"].Values {
+		name, _, _ := strings.Cut(v, "=")
+		names = append(names, name)
+	}
+	return names
 }

@@ -84,10 +84,19 @@ func TestLoadConfigErrors(t *testing.T) {
 			[]loadError{{"symphony.star:1:1", "config: unknown argument log_levle (did you mean log_level?)"}}},
 		{"unknown key",
 			map[string]string{"symphony.star": `config(colour = "blue")`},
-			[]loadError{{"symphony.star:1:1", "config: unknown argument colour; the arguments are admin_addr, broker, exchange, log_format, log_level, no_watch, queue_type, scaling_interval, secrets_dir, shutdown_timeout, task, throttle_factor, throttle_max"}}},
+			[]loadError{{"symphony.star:1:1", "config: unknown argument colour; the arguments are admin_addr, broker, databases, exchange, log_format, log_level, no_watch, queue_type, scaling_interval, secrets_dir, shutdown_timeout, task, throttle_factor, throttle_max"}}},
 		{"positional argument",
 			map[string]string{"symphony.star": `config("sqlite:x.db")`},
 			[]loadError{{"symphony.star:1:1", "config: takes keyword arguments only"}}},
+		{"databases not a dict",
+			map[string]string{"symphony.star": `config(databases = ["main"])`},
+			[]loadError{{"symphony.star:1:1", `config: databases must be a dict of name: URL, as {"main": env("DATABASE_URL")}, got list ["main"]`}}},
+		{"a database URL that is not set",
+			map[string]string{"symphony.star": `config(databases = {"main": None})`},
+			[]loadError{{"symphony.star:1:1", `config: databases: the URL of "main" must be a str, got NoneType (is its environment variable set?)`}}},
+		{"a database URL of no known kind",
+			map[string]string{"symphony.star": `config(databases = {"main": "oracle://app:hunter22@db/x"})`},
+			[]loadError{{"symphony.star:1:1", `config: databases: main: unsupported database URL "oracle://app:xxxxx@db/x": use postgres://user:pass@host/db, mysql://user:pass@host/db or sqlite:PATH`}}},
 		{"a string of the wrong type",
 			map[string]string{"symphony.star": `config(broker = 5)`},
 			[]loadError{{"symphony.star:1:1", "config: broker must be a string, got int 5"}}},
@@ -159,6 +168,27 @@ func TestLoadConfigErrors(t *testing.T) {
 			}
 			wantErrors(t, "LoadConfig()", err, root, c.want)
 		})
+	}
+}
+
+// config(databases = ...) names the databases; a relative sqlite: path is
+// beside symphony.star.
+func TestLoadConfigDatabases(t *testing.T) {
+	t.Parallel()
+	root := writeTree(t, map[string]string{"symphony.star": `config(databases = {"pg": "postgres://app:pw@db/x", "main": "sqlite:data/orders.db"})`})
+	got, err := LoadConfig([]string{root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := strings.Join(got.DatabaseNames(), ","); names != "main,pg" {
+		t.Errorf("names %s", names)
+	}
+	dbs, err := got.Databases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dbs["main"].URL != "sqlite:"+filepath.Join(root, "data/orders.db") || dbs["pg"].URL != "postgres://app:pw@db/x" || dbs["pg"].Password != "pw" {
+		t.Errorf("databases %+v", dbs)
 	}
 }
 
