@@ -133,8 +133,8 @@ func TestFlaky(t *testing.T) {
 func TestExamplesCheck(t *testing.T) {
 	t.Parallel()
 	env := symphonytest.NewEnv(t)
-	r := env.MustRun("", "check", example(t, "hello"), example(t, "pipeline"), example(t, "flaky"), example(t, "scheduled"))
-	for _, want := range []string{"hello\tqueue=hello\tpatterns=greeting.#", "orders\t", "receipts\t", "flaky\t", "reports\t"} {
+	r := env.MustRun("", "check", example(t, "hello"), example(t, "pipeline"), example(t, "flaky"), example(t, "scheduled"), example(t, "orders-db"))
+	for _, want := range []string{"hello\tqueue=hello\tpatterns=greeting.#", "orders\t", "receipts\t", "flaky\t", "reports\t", "orders-db\t"} {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("check output lacks %q:\n%s", want, r.Stdout)
 		}
