@@ -169,7 +169,7 @@ func run(c *cli.Context) error {
 		ThrottleFactor:  s.ThrottleFactor,
 		Version:         versionString(),
 		Tracer:          tr.Tracer(),
-		Spawn:           spawner(roots, s, l.copies),
+		Spawn:           spawner(roots, s, l.copies, l.databases),
 		Load:            l.load,
 		Location:        s.Timezone,
 		Calls:           calls,

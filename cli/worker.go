@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
@@ -51,7 +50,7 @@ func workerCommand() *cli.Command {
 // runs from (/proc/self/exe, so a binary replaced on disk meanwhile does
 // not mix versions) with the daemon's settings, loading the copy of the
 // task files of the generation that loaded the task.
-func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
+func spawner(roots []string, s settings, copies *snapshots, databases *starlarklib.DatabasePools) engine.Spawner {
 	// The broker URL (and the admin token, which a worker has no use
 	// for) stay out of the child's environment.
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
@@ -85,7 +84,11 @@ func spawner(roots []string, s settings, copies *snapshots) engine.Spawner {
 		if spec.MaxMemory > 0 {
 			cmd.Env = append(cmd.Env, envMaxMemory+"="+strconv.FormatInt(spec.MaxMemory, 10))
 		}
-		cmd.Stdin = strings.NewReader(s.Broker)
+		// The broker's URL on the first line, then the databases, one
+		// "name=URL" a line: passwords stay out of the environment, and
+		// a relative sqlite: path is already beside the daemon's
+		// symphony.star, not beside the snapshot the process loads.
+		cmd.Stdin = strings.NewReader(strings.Join(append([]string{s.Broker}, databases.URLs()...), "\n"))
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		return cmd, nil
 	}
@@ -104,30 +107,11 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// A relative sqlite: path names the file beside the daemon's
-	// symphony.star, not beside the snapshot this process may load.
-	if set, ok := file["databases"]; ok {
-		for _, kv := range c.StringSlice("shown") {
-			copyRoot, root, _ := strings.Cut(kv, "=")
-			if rel, err := filepath.Rel(copyRoot, set.Dir); err == nil && filepath.IsLocal(rel) {
-				set.Dir = filepath.Join(root, rel)
-				file["databases"] = set
-			}
-		}
-	}
-	dbs, err := file.Databases()
-	if err != nil {
-		return err
-	}
 	world := starlarklib.NewWorld(starlarklib.WorldConfig{SecretsDir: s.SecretsDir})
-	pools := starlarklib.NewDatabasePools(world.Redactor)
-	pools.Set(dbs)
-	defer pools.Close()
-	world.SQL = pools
 	log := newLogger(s, nil, c.App.ErrWriter, world.Redactor).With("worker_pid", os.Getpid())
 	// From here on a failure is a line of the daemon's log, in its format,
 	// rather than a bare line on the shared standard error.
-	if err := work(c, s, roots, file.DatabaseNames(), log, world); err != nil {
+	if err := work(c, s, roots, log, world); err != nil {
 		if errors.Is(err, engine.ErrDeclined) {
 			return cli.Exit("", engine.ExitDeclined)
 		}
@@ -137,7 +121,7 @@ func runWorker(c *cli.Context) error {
 	return nil
 }
 
-func work(c *cli.Context, s settings, roots, databases []string, log *slog.Logger, world *starlarklib.World) error {
+func work(c *cli.Context, s settings, roots []string, log *slog.Logger, world *starlarklib.World) error {
 	if err := limitMemory(); err != nil {
 		return err
 	}
@@ -159,8 +143,29 @@ func work(c *cli.Context, s settings, roots, databases []string, log *slog.Logge
 	}()
 	events := os.NewFile(3, "events")
 	world.Calls = callObservers(engine.CallReporter(events), s.OTLPEndpoint, tr)
+	in, err := io.ReadAll(c.App.Reader)
+	if err != nil {
+		return fmt.Errorf("read the broker URL from standard input: %w", err)
+	}
+	url, rest, _ := strings.Cut(string(in), "\n")
+	dbs := map[string]starlarklib.DatabaseURL{}
+	var names []string
+	for _, line := range strings.Split(rest, "\n") {
+		name, raw, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		if dbs[name], err = starlarklib.ParseDatabaseURL(raw, ""); err != nil {
+			return fmt.Errorf("database %s: %w", name, err)
+		}
+		names = append(names, name)
+	}
+	pools := starlarklib.NewDatabasePools(world.Redactor)
+	pools.Set(dbs)
+	defer pools.Close()
+	world.SQL = pools
 	ts, err := starlarklib.Load(roots, starlarklib.Options{Logger: log, Shown: shown, World: world, QueueType: s.QueueType,
-		Databases: databases})
+		Databases: names})
 	if err != nil {
 		return err
 	}
@@ -187,14 +192,10 @@ func work(c *cli.Context, s settings, roots, databases []string, log *slog.Logge
 		stopHard(tasks.ErrShutdown)
 	}()
 
-	url, err := io.ReadAll(c.App.Reader)
-	if err != nil {
-		return fmt.Errorf("read the broker URL from standard input: %w", err)
-	}
-	if len(url) == 0 {
+	if url == "" {
 		return errors.New("no broker URL on standard input: worker processes are started by the daemon")
 	}
-	b, err := openBroker(intake, string(url), s.Exchange, s.QueueType, log, nil, false)
+	b, err := openBroker(intake, url, s.Exchange, s.QueueType, log, nil, false)
 	if err != nil {
 		if intake.Err() != nil {
 			// Asked to stop while connecting: nothing was taken.

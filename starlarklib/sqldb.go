@@ -228,6 +228,20 @@ func (p *DatabasePools) DB(name string) (SQLDB, error) {
 	return nil, fmt.Errorf("no database %q: the databases are %s", name, strings.Join(names, ", "))
 }
 
+// URLs returns the databases as "name=URL", sorted, a relative sqlite:
+// path made absolute: what ParseDatabaseURL reads back in another
+// process.
+func (p *DatabasePools) URLs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.pools))
+	for name, d := range p.pools {
+		out = append(out, name+"="+d.url)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // pool returns the *sql.DB of a database, for tests.
 func (p *DatabasePools) pool(name string) *sql.DB {
 	p.mu.Lock()
