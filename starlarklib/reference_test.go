@@ -37,6 +37,7 @@ func described() map[string]starlark.HasAttrs {
 		"result":   resultValue(&ExecResult{}).(starlark.HasAttrs),
 		"match":    &reMatch{loc: []int{0, 0}},
 		"stats":    statsValue(tasks.Stats{}).(starlark.HasAttrs),
+		"tx":       &sqlTxValue{},
 	}
 }
 
