@@ -108,7 +108,7 @@ type loadDaemon struct {
 	problems  []string
 }
 
-func startLoadDaemon(ctx context.Context, binary, dir, url string, workers int) (*loadDaemon, error) {
+func startLoadDaemon(ctx context.Context, binary, dir, url string, workers, backlog int) (*loadDaemon, error) {
 	tasksDir, err := writeTask(dir, "load", fmt.Sprintf(loadTaskSrc, workers))
 	if err != nil {
 		return nil, err
@@ -116,6 +116,11 @@ func startLoadDaemon(ctx context.Context, binary, dir, url string, workers int) 
 	s := symphonySetup{binary: binary, dir: dir, brokerURL: url, args: []string{"--log-level", "info"}}
 	if _, err := declareWithDaemon(ctx, s, tasksDir); err != nil {
 		return nil, err
+	}
+	// The backlog goes in while no daemon consumes, so that all of it is
+	// there to be drained.
+	if err := preloadBacklog(ctx, url, backlog); err != nil {
+		return nil, fmt.Errorf("publish the backlog: %w", err)
 	}
 	d, err := startDaemon(ctx, s, tasksDir, "load", "")
 	if err != nil {
@@ -202,39 +207,34 @@ func (d *loadDaemon) await(ctx context.Context, n int, limit time.Duration) erro
 	}
 }
 
-// measureDrain publishes a backlog from this process and times the
-// daemon's drain of it: the handlers' clock from the first start to the
-// last. The daemon runs meanwhile, so the backlog is published as fast
-// as one process can; what is timed starts once it is all there.
-func measureDrain(ctx context.Context, d *loadDaemon, url string) (float64, error) {
-	d.reset()
+// preloadBacklog publishes n unstamped messages from this process.
+func preloadBacklog(ctx context.Context, url string, n int) error {
 	pub, err := openLoadPublisher(ctx, url)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer pub.close()
-	// The daemon drains as the backlog goes in, at the publisher's pace:
-	// only what is left once it is all published is timed.
-	for i := 0; i < loadDrainN; i += 1000 {
-		if err := pub.publish(loadKey, loadBodies(0, i, 1000, 0)); err != nil {
-			return 0, err
+	for i := 0; i < n; i += 1000 {
+		if err := pub.publish(loadKey, loadBodies(0, i, min(1000, n-i), 0)); err != nil {
+			return err
 		}
 	}
-	if err := d.poll(); err != nil {
-		return 0, err
-	}
-	d.mu.Lock()
-	before, from := d.handled, d.lastAt
-	d.mu.Unlock()
+	return nil
+}
+
+// measureDrain times the daemon's drain of the backlog published before
+// it started: the handlers' clock from the first start to the last.
+func measureDrain(ctx context.Context, d *loadDaemon) (float64, error) {
 	if err := d.await(ctx, loadDrainN, 5*time.Minute); err != nil {
 		return 0, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if loadDrainN-before < loadDrainN/4 {
-		return 0, fmt.Errorf("the daemon drained %d of the %d messages while they were published: too few left to time", before, loadDrainN)
+	if d.lastAt <= d.firstAt {
+		return 0, fmt.Errorf("the backlog's %d messages all started within one clock tick", loadDrainN)
 	}
-	return float64(loadDrainN-before) / (float64(d.lastAt-from) / 1e9), nil
+	// The first start opens the interval: n−1 starts follow it.
+	return float64(loadDrainN-1) / (float64(d.lastAt-d.firstAt) / 1e9), nil
 }
 
 // loadBodies are n payloads numbered from first, stamped with the time
@@ -547,12 +547,12 @@ func runLoad[T any](ctx context.Context, e *env, binary, parent string, b loadBa
 	if strings.HasPrefix(url, "sqlite:") {
 		url = "sqlite:" + filepath.Join(dir, "symphony.db")
 	}
-	d, err := startLoadDaemon(ctx, binary, dir, url, e.opts.workers)
+	d, err := startLoadDaemon(ctx, binary, dir, url, e.opts.workers, loadDrainN)
 	if err != nil {
 		return 0, zero, err
 	}
 	defer d.stop()
-	drain, err := measureDrain(ctx, d, url)
+	drain, err := measureDrain(ctx, d)
 	if err != nil {
 		return 0, zero, fmt.Errorf("drain rate: %w", err)
 	}
