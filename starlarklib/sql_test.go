@@ -2,6 +2,7 @@ package starlarklib
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"net"
 	"os"
@@ -370,6 +371,33 @@ func TestDatabaseURLs(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter22") {
 			t.Errorf("%s: %v\nwant %s", raw, err, want)
 		}
+	}
+}
+
+// Workers using one database at once keep their connections between
+// statements: none is closed for want of room among the idle ones.
+func TestDatabasePoolsKeepConnections(t *testing.T) {
+	d, err := ParseDatabaseURL("sqlite:keep.db", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewDatabasePools(NewRedactor())
+	defer p.Close()
+	p.Set(map[string]DatabaseURL{"db": d})
+	db := p.pool("db")
+	const workers = 8
+	// All hold a connection at once, then all give theirs back.
+	conns := make([]*sql.Conn, workers)
+	for i := range conns {
+		if conns[i], err = db.Conn(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if st := db.Stats(); st.MaxIdleClosed > 0 || st.Idle != workers {
+		t.Errorf("%d connections closed for want of idle room, %d kept idle", st.MaxIdleClosed, st.Idle)
 	}
 }
 

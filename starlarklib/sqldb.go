@@ -155,6 +155,13 @@ type DatabasePools struct {
 	closing sync.WaitGroup
 }
 
+// A pool keeps up to maxIdleConns connections idle, each for up to
+// maxIdleTime.
+const (
+	maxIdleConns = 64
+	maxIdleTime  = time.Minute
+)
+
 type dbPool struct {
 	url string
 	db  *sql.DB
@@ -184,7 +191,15 @@ func (p *DatabasePools) Set(dbs map[string]DatabaseURL) {
 			continue
 		}
 		p.redactor.Add(name+" database password", d.Password)
-		p.pools[name] = &dbPool{url: d.URL, db: d.open()}
+		db := d.open()
+		// database/sql keeps two idle connections unless told: with more
+		// workers than that on one database, every statement past the
+		// second closed its connection and a later one opened another (on
+		// PostgreSQL a TCP and TLS handshake and a new backend process).
+		// Idle ones are closed after a while instead.
+		db.SetMaxIdleConns(maxIdleConns)
+		db.SetConnMaxIdleTime(maxIdleTime)
+		p.pools[name] = &dbPool{url: d.URL, db: db}
 	}
 	p.mu.Unlock()
 	for _, db := range old {
