@@ -187,10 +187,18 @@ func (d *loadDaemon) reset() {
 // await polls until n messages were started since the last reset, for at
 // most limit.
 func (d *loadDaemon) await(ctx context.Context, n int, limit time.Duration) error {
+	return d.awaitSampling(ctx, n, limit, nil)
+}
+
+// awaitSampling is await that calls sample (when not nil) at each poll.
+func (d *loadDaemon) awaitSampling(ctx context.Context, n int, limit time.Duration, sample func()) error {
 	deadline := time.Now().Add(limit)
 	for {
 		if err := d.poll(); err != nil {
 			return err
+		}
+		if sample != nil {
+			sample()
 		}
 		d.mu.Lock()
 		got := d.handled
@@ -455,7 +463,17 @@ func runPhase(ctx context.Context, e *env, d *loadDaemon, url string, rate float
 	if sent != n {
 		return ph, fmt.Errorf("the publishers sent %d of %d messages", sent, n)
 	}
-	if err := d.await(ctx, n, 5*time.Minute); err != nil {
+	// A backlog left when the publishers are done is sampled as it drains.
+	var drainSample func()
+	if sample != nil {
+		drainSample = func() {
+			if time.Now().After(next) {
+				sample()
+				next = next.Add(time.Second)
+			}
+		}
+	}
+	if err := d.awaitSampling(ctx, n, 5*time.Minute, drainSample); err != nil {
 		return ph, err
 	}
 	if sample != nil {
