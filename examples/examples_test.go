@@ -175,7 +175,10 @@ func TestExampleTests(t *testing.T) {
 			t.Fatal(err)
 		}
 		if taskFiles == 0 {
-			continue
+			if tests > 0 {
+				t.Errorf("examples/%s has task tests and no task files", dir)
+			}
+			continue // not an example of tasks (deploy/)
 		}
 		ran++
 		t.Run(dir, func(t *testing.T) {
