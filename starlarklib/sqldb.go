@@ -21,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // registers "sqlite" for database/sql
+
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // DefaultSQLMaxRows bounds the rows a query returns unless max_rows says
@@ -100,7 +102,7 @@ func ParseDatabaseURL(raw, dir string) (DatabaseURL, error) {
 		}}, nil
 	}
 	return DatabaseURL{}, fmt.Errorf("unsupported database URL %q: use postgres://user:pass@host/db, mysql://user:pass@host/db or sqlite:PATH",
-		redactURL(raw, raw))
+		tasks.RedactURL(raw))
 }
 
 // mysqlConfig translates mysql://user:pass@host:port/db?param=value into
@@ -110,7 +112,7 @@ func ParseDatabaseURL(raw, dir string) (DatabaseURL, error) {
 func mysqlConfig(raw string) (*mysql.Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, errors.New(redactURL(err.Error(), raw))
+		return nil, unparsable(raw)
 	}
 	host := u.Host
 	if host == "" {
@@ -121,7 +123,7 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	}
 	cfg, err := mysql.ParseDSN("tcp(" + host + ")/?" + u.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", redactURL(raw, raw), err)
+		return nil, fmt.Errorf("%s: %v", tasks.RedactURL(raw), redactURL(err.Error(), raw))
 	}
 	cfg.User = u.User.Username()
 	cfg.Passwd, _ = u.User.Password()
@@ -130,17 +132,26 @@ func mysqlConfig(raw string) (*mysql.Config, error) {
 	return cfg, nil
 }
 
-// redactURL replaces the password of the URL raw in s.
+// redactURL replaces the password of the URL raw in s: the password as
+// its text has it (tasks.URLPassword), so that a URL that does not parse
+// is covered too, and as it decodes.
 func redactURL(s, raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	pw := tasks.URLPassword(raw)
+	if pw == "" {
 		return s
 	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		s = strings.ReplaceAll(s, pw, "xxxxx")
-		s = strings.ReplaceAll(s, url.PathEscape(pw), "xxxxx")
+	s = strings.ReplaceAll(s, pw, "xxxxx")
+	if plain, err := url.PathUnescape(pw); err == nil && plain != "" {
+		s = strings.ReplaceAll(s, plain, "xxxxx")
 	}
 	return s
+}
+
+// unparsable is the error for a database URL that does not parse. The
+// parser's own message quotes the URL cut at the fault, which may hold
+// a part of the password.
+func unparsable(raw string) error {
+	return fmt.Errorf("%s does not parse as a URL: percent-encode %%, #, /, ? and @ in the user name and password", tasks.RedactURL(raw))
 }
 
 // DatabasePools is the daemon's Databases: one database/sql pool per

@@ -1,4 +1,4 @@
-package broker
+package tasks
 
 import "testing"
 
@@ -18,8 +18,24 @@ func TestRedact(t *testing.T) {
 		{"amqp://u:p1@h1/,amqps://u:p,2@h2/", "amqp://u:xxxxx@h1/,amqps://u:xxxxx@h2/"},
 		{"amqp://u:p,amqp@h1/", "amqp://u:xxxxx@h1/"},
 	} {
-		if got := Redact(tc.in); got != tc.want {
-			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := RedactURL(tc.in); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestURLPassword(t *testing.T) {
+	for in, want := range map[string]string{
+		"mysql://u:p%zz#s/s?w@h/db":  "p%zz#s/s?w",
+		"postgres://u:a@b@h/db":      "a@b",
+		"postgres://u@h/db":          "",
+		"postgres://h/db":            "",
+		"sqlite:/var/lib/x:y@z.db":   "",
+		"mysql://u:@h/db":            "",
+		"amqp://guest:guest@h:5672/": "guest",
+	} {
+		if got := URLPassword(in); got != want {
+			t.Errorf("URLPassword(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
