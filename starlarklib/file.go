@@ -116,6 +116,16 @@ func (fc *fileCall) end(err error) error {
 	return fc.call.end(fmt.Errorf("%s %s: %w", fc.fn, fc.name, err))
 }
 
+// beginPathCall is beginFile for the functions whose one argument is the
+// path.
+func beginPathCall(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (*fileCall, error) {
+	var p starlark.Value
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
+		return nil, err
+	}
+	return beginFile(th, b, p)
+}
+
 func fileRead(text bool) builtinFunc {
 	return func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 		var p, maxBytes starlark.Value = nil, starlark.None
@@ -184,11 +194,7 @@ func fileWrite(appending bool) builtinFunc {
 }
 
 func fileExists(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var p starlark.Value
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
-		return nil, err
-	}
-	fc, err := beginFile(th, b, p)
+	fc, err := beginPathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -223,11 +229,7 @@ func fileList(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwa
 }
 
 func fileRemove(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var p starlark.Value
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
-		return nil, err
-	}
-	fc, err := beginFile(th, b, p)
+	fc, err := beginPathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -238,11 +240,7 @@ func fileRemove(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 }
 
 func fileMkdir(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var p starlark.Value
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
-		return nil, err
-	}
-	fc, err := beginFile(th, b, p)
+	fc, err := beginPathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
@@ -250,11 +248,7 @@ func fileMkdir(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kw
 }
 
 func fileStat(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var p starlark.Value
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "path", &p); err != nil {
-		return nil, err
-	}
-	fc, err := beginFile(th, b, p)
+	fc, err := beginPathCall(th, b, args, kwargs)
 	if err != nil {
 		return nil, err
 	}
