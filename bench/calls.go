@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // The calls benchmark: what a capability call costs beyond the work it
@@ -437,7 +438,7 @@ func benchCalls(ctx context.Context, e *env) (report, error) {
 	if err := checkTask(ctx, e, binary, sqlTask, sqlFiles); err != nil {
 		rep.skipped = append(rep.skipped, fmt.Sprintf("**sql**: not measured: this symphony does not take the sql task: %v", err))
 	} else if pg, err = openPG(ctx, pgURL()); err != nil {
-		rep.skipped = append(rep.skipped, fmt.Sprintf("**sql**: not measured: PostgreSQL at %s: %v", redactURL(pgURL()), err))
+		rep.skipped = append(rep.skipped, fmt.Sprintf("**sql**: not measured: PostgreSQL at %s: %v", tasks.RedactURL(pgURL()), err))
 	} else {
 		defer pg.close(context.WithoutCancel(ctx))
 		sqlRow = &callsRow{resource: "sql (PostgreSQL)", plain: fmt.Sprintf("%d goroutines INSERTing through one pgx pool of %d connections", o.workers, o.workers),
@@ -595,15 +596,6 @@ func checkTask(ctx context.Context, e *env, binary, task string, files map[strin
 		return fmt.Errorf("symphony check: %v: %s", err, strings.ReplaceAll(strings.TrimSpace(string(out)), tasksDir+string(filepath.Separator), ""))
 	}
 	return nil
-}
-
-// redactURL hides a URL's password.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(an unreadable URL)"
-	}
-	return u.Redacted()
 }
 
 var callsHeader = []string{"resource", "a: the resource alone", "b: no-op drain", "1/(1/a+1/b)", "c: the task", "c ÷ 1/(1/a+1/b)", "target", "CPU per call: a (harness)", "b (daemon)", "c (daemon)"}

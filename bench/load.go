@@ -83,7 +83,7 @@ func loadBackends(ctx context.Context, e *env, dir string) ([]loadBackend, strin
 	backends := []loadBackend{{name: "embedded (SQLite)", url: "sqlite:" + filepath.Join(dir, "symphony.db"), drop: func() {}}}
 	version, err := rabbitVersion(e.opts.amqp)
 	if err != nil {
-		return nil, "", fmt.Errorf("RabbitMQ at %s: %w", redact(e.opts.amqp), err)
+		return nil, "", fmt.Errorf("RabbitMQ at %s: %w", tasks.RedactURL(e.opts.amqp), err)
 	}
 	v, err := newVhost(ctx, e.opts.amqp)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/symphony-go/symphony/tasks"
 )
 
 // The RabbitMQ plumbing the rabbitmq benchmark's systems share: a virtual
@@ -30,7 +32,7 @@ type vhost struct {
 func newVhost(ctx context.Context, base string) (*vhost, error) {
 	u, err := url.Parse(base)
 	if err != nil {
-		return nil, fmt.Errorf("-amqp %q: %w", redact(base), err)
+		return nil, fmt.Errorf("-amqp %q: %w", tasks.RedactURL(base), err)
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -79,20 +81,12 @@ func leftVhosts(ctx context.Context) ([]string, error) {
 	return left, nil
 }
 
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	return u.Redacted()
-}
-
 // rabbitVersion is the version the broker announces in its connection
 // properties.
 func rabbitVersion(base string) (string, error) {
 	conn, err := amqp.Dial(base)
 	if err != nil {
-		return "", fmt.Errorf("RabbitMQ at %s: %w", redact(base), err)
+		return "", fmt.Errorf("RabbitMQ at %s: %w", tasks.RedactURL(base), err)
 	}
 	defer conn.Close()
 	v, _ := conn.Properties["version"].(string)
